@@ -1,0 +1,5 @@
+"""Pure tensor math shared by the layers."""
+from pyg_attn.functional.softmax import edge_softmax, stat_dtype
+from pyg_attn.functional.sparse import gather_dot, gather_scatter
+
+__all__ = ['edge_softmax', 'stat_dtype', 'gather_dot', 'gather_scatter']
