@@ -1,4 +1,6 @@
 from pyg_attn.nn.conv.dot_product_attention_conv import DotProductAttentionConv
 from pyg_attn.nn.conv.edge_gat_conv import EdgeGATConv
+from pyg_attn.nn.conv.linear_attention_conv import LinearAttentionConv
+from pyg_attn.nn.conv.flash_attention_conv import FlashAttentionConv
 
-__all__ = ['DotProductAttentionConv', 'EdgeGATConv']
+__all__ = ['DotProductAttentionConv', 'EdgeGATConv', 'LinearAttentionConv', 'FlashAttentionConv']

@@ -159,13 +159,32 @@ class DotProductAttentionConv(MessagePassing):
         if self.edge_dim is not None and edge_attr is None:
             raise ValueError(f"the layer was built with edge_dim="
                              f"{self.edge_dim} but no 'edge_attr' was given")
-        src, dst = edge_index[0], edge_index[1]
-        num_dst = x_dst.size(0)
-
         query = self.lin_query(x_dst).view(-1, H, C)
         key = self.lin_key(x_src).view(-1, H, C)
         value = self.lin_value(x_src).view(-1, H, C)
+        out, alpha = self._attend(query, key, value, edge_attr, edge_index,
+                                  x_dst.size(0), return_attention_weights)
 
+        out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)
+        if self.root_weight:
+            x_r = self.lin_skip(x_dst)
+            if self.lin_beta is not None:
+                beta = self.lin_beta(torch.cat([out, x_r, out - x_r], dim=-1))
+                beta = beta.sigmoid()
+                out = beta * x_r + (1 - beta) * out
+            else:
+                out = out + x_r
+        if return_attention_weights:
+            return out, (edge_index, alpha)
+        return out
+
+    def _attend(self, query: Tensor, key: Tensor, value: Tensor,
+                edge_attr: Optional[Tensor], edge_index: Tensor, num_dst: int,
+                need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        """``[N, H, C]`` aggregates and the ``[E, H]`` weights (before
+        dropout) from projected queries, keys and values."""
+        H, C = self.heads, self.out_channels
+        src, dst = edge_index[0], edge_index[1]
         logits = gather_dot(query, key, dst, src)  # [E, H]
         if edge_attr is not None:
             w_edge = self.lin_edge.weight.view(H, C, -1)  # [H, C, D]
@@ -180,19 +199,7 @@ class DotProductAttentionConv(MessagePassing):
             edge_sum = gather_scatter(weights, edge_attr.unsqueeze(1), None,
                                       dst, num_dst)  # [N, H, D]
             out = out + torch.einsum('nhd,hcd->nhc', edge_sum, w_edge)
-
-        out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)
-        if self.root_weight:
-            x_r = self.lin_skip(x_dst)
-            if self.lin_beta is not None:
-                beta = self.lin_beta(torch.cat([out, x_r, out - x_r], dim=-1))
-                beta = beta.sigmoid()
-                out = beta * x_r + (1 - beta) * out
-            else:
-                out = out + x_r
-        if return_attention_weights:
-            return out, (edge_index, alpha)
-        return out
+        return out, alpha
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '

@@ -1,0 +1,152 @@
+import pytest
+import torch
+
+from pyg_attn.nn import DotProductAttentionConv, FlashAttentionConv
+from pyg_attn.testing import (EDGE_DIM, NUM_FEATURES, assert_alpha_sums_to_one,
+                              assert_batch_independent, assert_bipartite,
+                              assert_close, assert_compile_matches_eager,
+                              assert_edge_permutation_invariant,
+                              assert_finite_gradients,
+                              assert_node_permutation_equivariant,
+                              assert_output_shape, assert_reset_parameters,
+                              bipartite_graph, random_graph, small_graphs)
+
+GRAPHS = small_graphs()
+CONFIGS = {
+    'plain': dict(),
+    'edge': dict(edge_dim=EDGE_DIM),
+    'edge-mean-beta': dict(edge_dim=EDGE_DIM, concat=False, beta=True),
+}
+# one chunk; many chunks; a chunk smaller than a node's in-degree
+CHUNKS = [100_000, 7, 1]
+
+
+def _pair(kwargs, chunk_size, in_channels=NUM_FEATURES):
+    ref = DotProductAttentionConv(in_channels, 4, heads=3, **kwargs)
+    conv = FlashAttentionConv(in_channels, 4, heads=3, chunk_size=chunk_size,
+                              **kwargs)
+    conv.load_state_dict(ref.state_dict())
+    return conv, ref
+
+
+def _assert_same(conv, ref, x, edge_index, edge_attr):
+    xs = [tuple(t.clone().requires_grad_() for t in x) if isinstance(
+        x, tuple) else x.clone().requires_grad_() for _ in range(2)]
+    out, (_, alpha) = conv(xs[0], edge_index, edge_attr,
+                           return_attention_weights=True)
+    expected, (_, expected_alpha) = ref(xs[1], edge_index, edge_attr,
+                                        return_attention_weights=True)
+    assert_close(out, expected)
+    assert_close(alpha, expected_alpha)
+    grad = torch.randn_like(out)
+    leaves = [list(x) if isinstance(x, tuple) else [x] for x in xs]
+    ours = torch.autograd.grad(out, leaves[0] + list(conv.parameters()), grad,
+                               allow_unused=True)
+    theirs = torch.autograd.grad(expected, leaves[1] + list(ref.parameters()),
+                                 grad, allow_unused=True)
+    for a, b in zip(ours, theirs):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert_close(a, b)
+
+
+@pytest.mark.parametrize('chunk_size', CHUNKS, ids=lambda c: f'chunk{c}')
+@pytest.mark.parametrize('config', CONFIGS, ids=list(CONFIGS))
+@pytest.mark.parametrize('graph', ['zero_in_degree', 'star',
+                                   'random_N23_E101'])
+def test_matches_dot_product(graph, config, chunk_size):
+    data = GRAPHS[graph]
+    kwargs = CONFIGS[config]
+    conv, ref = _pair(kwargs, chunk_size)
+    edge_attr = data.edge_attr if 'edge_dim' in kwargs else None
+    _assert_same(conv, ref, data.x, data.edge_index, edge_attr)
+
+
+@pytest.mark.parametrize('chunk_size', CHUNKS, ids=lambda c: f'chunk{c}')
+def test_matches_dot_product_bipartite(chunk_size):
+    x, edge_index, edge_attr = bipartite_graph(num_features=(5, 6))
+    conv, ref = _pair(dict(edge_dim=EDGE_DIM), chunk_size, (5, 6))
+    _assert_same(conv, ref, x, edge_index, edge_attr)
+    assert_bipartite(conv, x, edge_index, 12, edge_attr=edge_attr)
+
+
+def test_float64_many_chunks():
+    data = random_graph(17, 200)
+    conv, ref = _pair(dict(edge_dim=EDGE_DIM), 3)
+    conv, ref = conv.double(), ref.double()
+    data.x, data.edge_attr = data.x.double(), data.edge_attr.double()
+    _assert_same(conv, ref, data.x, data.edge_index, data.edge_attr)
+
+
+def test_dropout_mask_is_replayed_in_backward():
+    data = random_graph(9, 60)
+    conv = FlashAttentionConv(NUM_FEATURES, 2, heads=2, dropout=0.5,
+                              chunk_size=7, edge_dim=EDGE_DIM).double()
+    x = data.x.double().requires_grad_()
+    edge_attr = data.edge_attr.double()
+
+    def fn(x):
+        torch.manual_seed(0)  # the same mask on every call
+        return conv(x, data.edge_index, edge_attr)
+
+    assert not torch.allclose(fn(x), conv.eval()(x, data.edge_index,
+                                                  edge_attr))
+    conv.train()
+    assert torch.autograd.gradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize('graph', list(GRAPHS))
+def test_pyg_native_properties(graph):
+    data = GRAPHS[graph]
+    conv = FlashAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=EDGE_DIM,
+                              chunk_size=3)
+    assert_output_shape(conv, data, 8)
+    assert_edge_permutation_invariant(conv, data)
+    assert_node_permutation_equivariant(conv, data)
+    assert_alpha_sums_to_one(conv, data)
+    assert_finite_gradients(conv, data)
+
+
+def test_batch_independent():
+    conv = FlashAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=EDGE_DIM,
+                              chunk_size=5)
+    assert_batch_independent(conv, GRAPHS['path'], GRAPHS['random_N11_E37'])
+
+
+def test_compile_matches_eager():
+    conv = FlashAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=EDGE_DIM,
+                              chunk_size=5)
+    assert_compile_matches_eager(conv, random_graph(13, 40))
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_precision(dtype):
+    data = random_graph(13, 300)
+    conv = FlashAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=EDGE_DIM,
+                              chunk_size=64)
+    expected = conv(data.x, data.edge_index, data.edge_attr)
+    conv = conv.to(dtype)
+    x = data.x.to(dtype).requires_grad_()
+    out = conv(x, data.edge_index, data.edge_attr.to(dtype))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), expected, rtol=5e-2, atol=5e-2)
+    out.float().sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_reset_parameters_repr_and_state_dict():
+    conv = FlashAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=3,
+                              chunk_size=128)
+    assert_reset_parameters(conv)
+    assert repr(conv) == 'FlashAttentionConv(6, 4, heads=2, chunk_size=128)'
+    ref = DotProductAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=3)
+    assert conv.state_dict().keys() == ref.state_dict().keys()
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"'chunk_size' \(0\) must be"):
+        FlashAttentionConv(NUM_FEATURES, 4, chunk_size=0)
+    conv = FlashAttentionConv(NUM_FEATURES, 4, edge_dim=EDGE_DIM)
+    data = GRAPHS['path']
+    with pytest.raises(ValueError, match='no .edge_attr. was given'):
+        conv(data.x, data.edge_index)
