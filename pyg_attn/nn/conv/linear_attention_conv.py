@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.dense.linear import Linear
 
+from pyg_attn.functional.kernel_attention import graph_kernel_attention
 from pyg_attn.functional import (gather_dot, orthogonal_random_matrix,
                                  relu_kernel_features,
                                  softmax_kernel_features, stat_dtype)
@@ -341,12 +342,10 @@ def _kernel_attention(phi_q: Tensor, phi_k: Tensor, phi_kv: Tensor,
         num = torch.einsum('nhm,hmc->nhc', phi_q, kv)  # [N, H, C]
         den = (phi_q * z).sum(dim=-1)  # [N, H]
     else:
-        G, (N, H, m), C = num_graphs, phi_q.shape, v.size(-1)
-        kv = phi_q.new_zeros(G, H, m, C).index_add_(
-            0, batch, phi_kv.unsqueeze(-1) * v.unsqueeze(-2))  # [G, H, m, C]
+        G, (N, H, m) = num_graphs, phi_q.shape
+        num = graph_kernel_attention(phi_q, phi_kv, v, batch,
+                                     G)  # [N, H, C]
         z = phi_q.new_zeros(G, H, m).index_add_(0, batch, phi_k)  # [G, H, m]
-        num = torch.matmul(phi_q.unsqueeze(-2), kv.index_select(
-            0, batch)).squeeze(-2)  # [N, H, C]
         den = (phi_q * z.index_select(0, batch)).sum(dim=-1)  # [N, H]
     return num / den.clamp_min(_tiny(den)).unsqueeze(-1), den
 
