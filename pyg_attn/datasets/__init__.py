@@ -1,0 +1,3 @@
+from pyg_attn.datasets.root import data_root, load_planetoid
+
+__all__ = ['data_root', 'load_planetoid']

@@ -1,0 +1,44 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1] / '..' / 'shared' / 'datasets'
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get('PYG_ATTN_SLOW') == '1':
+        return
+    skip = pytest.mark.skip(reason='slow test; set PYG_ATTN_SLOW=1 to run')
+    for item in items:
+        if 'slow' in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+def shared_datasets() -> Path:
+    r"""The raw datasets: :obj:`PYG_ATTN_DATA` if set, else the project's
+    :obj:`../shared/datasets` next to the repository."""
+    env = os.environ.get('PYG_ATTN_DATA')
+    return Path(env) if env else SHARED_DATASETS
+
+
+@pytest.fixture(scope='session')
+def planetoid_root(tmp_path_factory) -> str:
+    r"""A writable data root holding copies of Cora and CiteSeer's raw
+    files, shared by every test of the session."""
+    root = tmp_path_factory.mktemp('data')
+    for name in ['Cora', 'CiteSeer']:
+        src = shared_datasets() / name / 'raw'
+        if not src.is_dir():
+            pytest.skip(f'raw {name} files not found in {src.parent.parent}')
+        shutil.copytree(src, root / name / 'raw')
+        for path in (root / name).rglob('*'):
+            path.chmod(path.stat().st_mode | 0o200)
+    return str(root)
