@@ -1,0 +1,114 @@
+import pytest
+import torch
+from torch_geometric.nn import GATConv, GCNConv, TransformerConv
+
+from pyg_attn.nn import AttentionNet, DotProductAttentionConv, EdgeGATConv
+
+ATTENTION_CONVS = [EdgeGATConv, DotProductAttentionConv, GATConv,
+                   TransformerConv]
+
+
+def graph(num_nodes=6, num_edges=12, in_channels=5, edge_dim=3):
+    x = torch.randn(num_nodes, in_channels)
+    edge_index = torch.randint(num_nodes, (2, num_edges))
+    edge_attr = torch.randn(num_edges, edge_dim)
+    return x, edge_index, edge_attr
+
+
+@pytest.mark.parametrize('conv', ATTENTION_CONVS + [GCNConv],
+                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize('num_layers', [1, 2, 3])
+def test_attention_net_shapes(conv, num_layers):
+    x, edge_index, _ = graph()
+    model = AttentionNet(5, 4, 3, num_layers=num_layers, conv=conv, heads=2)
+    assert model(x, edge_index).shape == (6, 3)
+    assert isinstance(model.convs[0], conv)
+
+
+@pytest.mark.parametrize('conv', ATTENTION_CONVS, ids=lambda c: c.__name__)
+def test_attention_net_heads(conv):
+    model = AttentionNet(5, 4, 3, num_layers=3, conv=conv, heads=2,
+                         out_heads=3, dropout=0.1)
+    assert [c.heads for c in model.convs] == [2, 2, 3]
+    assert [c.concat for c in model.convs] == [True, True, False]
+    assert [c.in_channels for c in model.convs] == [5, 8, 8]
+    assert all(c.dropout == 0.1 for c in model.convs)
+
+
+def test_attention_net_gcn_width():
+    model = AttentionNet(5, 4, 3, num_layers=3, conv=GCNConv, heads=2)
+    assert [(c.in_channels, c.out_channels) for c in model.convs] == [
+        (5, 4), (4, 4), (4, 3)]
+
+
+@pytest.mark.parametrize('conv', ATTENTION_CONVS, ids=lambda c: c.__name__)
+def test_attention_net_edge_dim(conv):
+    x, edge_index, edge_attr = graph()
+    model = AttentionNet(5, 4, 3, conv=conv, heads=2, edge_dim=3).eval()
+    out = model(x, edge_index, edge_attr)
+    assert out.shape == (6, 3)
+    assert not torch.allclose(out, model(x, edge_index, edge_attr + 1))
+
+
+def test_attention_net_edge_dim_unsupported():
+    with pytest.raises(ValueError, match="'edge_dim' \\(3\\) is set"):
+        AttentionNet(5, 4, 3, conv=GCNConv, edge_dim=3)
+
+
+def test_attention_net_num_layers():
+    with pytest.raises(ValueError, match="'num_layers' \\(0\\)"):
+        AttentionNet(5, 4, 3, num_layers=0)
+
+
+@pytest.mark.parametrize('norm', [None, 'layer', 'batch'])
+@pytest.mark.parametrize('conv', [EdgeGATConv, DotProductAttentionConv,
+                                  GCNConv], ids=lambda c: c.__name__)
+def test_attention_net_residual_norm(conv, norm):
+    x, edge_index, _ = graph()
+    model = AttentionNet(5, 4, 3, num_layers=3, conv=conv, heads=2,
+                         residual=True, norm=norm)
+    out = model(x, edge_index)
+    assert out.shape == (6, 3)
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all()
+               for p in model.parameters())
+
+
+def test_attention_net_factory_and_conv_kwargs():
+    def factory(in_channels, out_channels, **kwargs):
+        return TransformerConv(in_channels, out_channels, **kwargs)
+
+    x, edge_index, _ = graph()
+    model = AttentionNet(5, 4, 3, conv=factory, heads=2,
+                         conv_kwargs=dict(beta=True, root_weight=True))
+    assert all(c.beta for c in model.convs)
+    assert model.convs[0].heads == 2 and model.convs[1].heads == 1
+    assert model(x, edge_index).shape == (6, 3)
+
+
+def test_attention_net_dropout():
+    x, edge_index, _ = graph()
+    model = AttentionNet(5, 4, 3, heads=2, dropout=0.5)
+    assert not torch.allclose(model(x, edge_index), model(x, edge_index))
+    model.eval()
+    assert torch.allclose(model(x, edge_index), model(x, edge_index))
+
+
+def test_attention_net_reset_parameters():
+    x, edge_index, _ = graph()
+    model = AttentionNet(5, 4, 3, heads=2, residual=True).eval()
+    out = model(x, edge_index)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    model.reset_parameters()
+    assert all(p.abs().sum() > 0 for p in model.parameters() if p.dim() > 1)
+    assert not torch.allclose(model(x, edge_index), out)
+
+
+def test_attention_net_repr():
+    model = AttentionNet(1433, 8, 7)
+    assert str(model) == ('AttentionNet(1433, 7, num_layers=2, '
+                          'conv=EdgeGATConv, heads=8)')
+    model = AttentionNet(16, 8, 3, conv=GCNConv)
+    assert str(model) == 'AttentionNet(16, 3, num_layers=2, conv=GCNConv, heads=8)'
