@@ -7,7 +7,8 @@ from pyg_attn.testing.checks import (TOLERANCES, assert_alpha_sums_to_one,
                                      assert_finite_gradients,
                                      assert_node_permutation_equivariant,
                                      assert_output_shape,
-                                     assert_reset_parameters, layer_inputs,
+                                     assert_reset_parameters,
+                                     assert_same_function, layer_inputs,
                                      run)
 from pyg_attn.testing.graphs import (EDGE_DIM, NUM_FEATURES, bipartite_graph,
                                      make_graph,
@@ -21,7 +22,7 @@ __all__ = [
     'assert_bipartite', 'assert_close', 'assert_compile_matches_eager',
     'assert_edge_permutation_invariant', 'assert_finite_gradients',
     'assert_node_permutation_equivariant', 'assert_output_shape',
-    'assert_reset_parameters', 'layer_inputs', 'run', 'bipartite_graph',
+    'assert_reset_parameters', 'assert_same_function', 'layer_inputs', 'run', 'bipartite_graph',
     'make_graph', 'random_graph', 'small_graphs', 'reference_attention',
     'reference_dot_product_attention', 'reference_softmax'
 ]

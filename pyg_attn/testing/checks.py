@@ -166,6 +166,38 @@ def assert_bipartite(conv: torch.nn.Module, x: tuple, edge_index: Tensor,
     return out
 
 
+def assert_same_function(conv: torch.nn.Module, reference: torch.nn.Module,
+                         x, edge_index: Tensor, *args, **kwargs) -> Tensor:
+    """``conv`` and ``reference`` (a PyG peer or slow reference loaded with
+    the same weights) give the same output and the same gradients for the
+    input features and for every parameter, matched by name.  ``x`` may be
+    a pair ``(x_src, x_dst)``.  Returns ``conv``'s output."""
+    def call(module):
+        leaves = [t.clone().requires_grad_()
+                  for t in (x if isinstance(x, tuple) else (x, ))]
+        inputs = tuple(leaves) if isinstance(x, tuple) else leaves[0]
+        return leaves, module(inputs, edge_index, *args, **kwargs)
+
+    (leaves, out), (ref_leaves, expected) = call(conv), call(reference)
+    assert_close(out, expected, 'output differs from the reference')
+    grad = torch.randn_like(out)
+    params = dict(conv.named_parameters())
+    ref_params = dict(reference.named_parameters())
+    assert params.keys() == ref_params.keys()
+    names = list(params)
+    grads = torch.autograd.grad(out, leaves + [params[n] for n in names],
+                                grad, allow_unused=True)
+    ref_grads = torch.autograd.grad(
+        expected, ref_leaves + [ref_params[n] for n in names], grad,
+        allow_unused=True)
+    labels = [f'x[{i}]' for i in range(len(leaves))] + names
+    for label, ours, theirs in zip(labels, grads, ref_grads):
+        assert (ours is None) == (theirs is None), label
+        if ours is not None:
+            assert_close(ours, theirs, f'gradient of {label} differs')
+    return out
+
+
 def assert_reset_parameters(conv: torch.nn.Module) -> None:
     """``reset_parameters()`` redraws every parameter that is not
     initialised to a constant, and keeps shapes."""

@@ -8,7 +8,8 @@ from pyg_attn.testing import (assert_alpha_sums_to_one,
                               assert_batch_independent, assert_close,
                               assert_edge_permutation_invariant,
                               assert_node_permutation_equivariant,
-                              assert_reset_parameters, small_graphs)
+                              assert_reset_parameters, assert_same_function,
+                              small_graphs)
 
 GRAPHS = small_graphs()
 
@@ -70,6 +71,29 @@ def test_each_check_can_fail():
         assert_alpha_sums_to_one(UnnormalisedAlpha(), data)
     with pytest.raises(AssertionError):
         assert_close(torch.ones(3), torch.ones(3) + 1e-3)
+
+
+class Scaled(nn.Module):
+    def __init__(self, detach=False):
+        super().__init__()
+        self.lin, self.detach = nn.Linear(6, 6), detach
+
+    def forward(self, x, edge_index):
+        h = self.lin(x)
+        # same value, no gradient to the weight when detached
+        return (h.detach() if self.detach else h) + 0 * x
+
+
+def test_same_function_check_compares_outputs_and_gradients():
+    data = GRAPHS['path']
+    conv, same, other = Scaled(), Scaled(), Scaled(detach=True)
+    same.load_state_dict(conv.state_dict())
+    other.load_state_dict(conv.state_dict())
+    assert_same_function(conv, same, data.x, data.edge_index)
+    with pytest.raises(AssertionError, match='gradient of x'):
+        assert_same_function(conv, other, data.x, data.edge_index)
+    with pytest.raises(AssertionError, match='output differs'):
+        assert_same_function(conv, Scaled(), data.x, data.edge_index)
 
 
 def test_reset_parameters_check_catches_a_missed_child():
