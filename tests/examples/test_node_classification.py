@@ -64,3 +64,16 @@ def test_node_classification_missing_data(tmp_path):
     assert 'ind.cora.graph' in proc.stderr
     assert str(tmp_path / 'Cora' / 'raw') in proc.stderr
     assert not (tmp_path / 'results.json').exists()
+
+
+def test_node_classification_defaults(script):
+    args = script.parse_args(['--conv', 'gat'])
+    assert (args.hidden, args.heads, args.lr, args.dropout) == (8, 8, 0.005, 0.6)
+    assert args.attn_dropout == 0.6 and not args.self_loops
+    assert args.out == 'results/node_classification_Cora_gat.json'
+    args = script.parse_args(['--conv', 'dot_product'])
+    assert args.self_loops and args.root_weight is False
+    args = script.parse_args(['--conv', 'gcn', '--dataset', 'CiteSeer'])
+    assert (args.hidden, args.lr, args.dropout) == (16, 0.01, 0.5)
+    with pytest.raises(SystemExit):
+        script.parse_args(['--conv', 'gat', '--beta'])
