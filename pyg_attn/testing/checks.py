@@ -166,6 +166,18 @@ def assert_bipartite(conv: torch.nn.Module, x: tuple, edge_index: Tensor,
     return out
 
 
+def assert_local_attention_properties(conv: torch.nn.Module, data: Data,
+                                      out_channels: int) -> None:
+    """The PyG-native checks of an attention layer over ``edge_index``:
+    output shape, edge-permutation invariance, node-permutation
+    equivariance, attention weights summing to 1, finite gradients."""
+    assert_output_shape(conv, data, out_channels)
+    assert_edge_permutation_invariant(conv, data)
+    assert_node_permutation_equivariant(conv, data)
+    assert_alpha_sums_to_one(conv, data)
+    assert_finite_gradients(conv, data)
+
+
 def assert_same_function(conv: torch.nn.Module, reference: torch.nn.Module,
                          x, edge_index: Tensor, *args, **kwargs) -> Tensor:
     """``conv`` and ``reference`` (a PyG peer or slow reference loaded with

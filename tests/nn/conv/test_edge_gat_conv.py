@@ -4,14 +4,11 @@ import torch.nn.functional as F
 from torch_geometric.nn import GATConv
 
 from pyg_attn.nn import EdgeGATConv
-from pyg_attn.testing import (EDGE_DIM, NUM_FEATURES, assert_alpha_sums_to_one,
-                              assert_batch_independent, assert_bipartite,
-                              assert_close, assert_compile_matches_eager,
-                              assert_edge_permutation_invariant,
-                              assert_finite_gradients,
-                              assert_node_permutation_equivariant,
-                              assert_output_shape, assert_reset_parameters,
-                              assert_same_function,
+from pyg_attn.testing import (EDGE_DIM, NUM_FEATURES, assert_batch_independent,
+                              assert_bipartite, assert_close,
+                              assert_compile_matches_eager,
+                              assert_local_attention_properties,
+                              assert_reset_parameters, assert_same_function,
                               bipartite_graph, random_graph,
                               reference_attention, small_graphs)
 
@@ -99,11 +96,7 @@ def test_pyg_native_properties(graph, edge_in_message):
     data = GRAPHS[graph]
     conv = EdgeGATConv(NUM_FEATURES, 4, heads=2, edge_dim=EDGE_DIM,
                        edge_in_message=edge_in_message)
-    assert_output_shape(conv, data, 8)
-    assert_edge_permutation_invariant(conv, data)
-    assert_node_permutation_equivariant(conv, data)
-    assert_alpha_sums_to_one(conv, data)
-    assert_finite_gradients(conv, data)
+    assert_local_attention_properties(conv, data, 8)
 
 
 def test_batch_independent():

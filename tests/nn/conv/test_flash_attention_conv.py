@@ -2,14 +2,11 @@ import pytest
 import torch
 
 from pyg_attn.nn import DotProductAttentionConv, FlashAttentionConv
-from pyg_attn.testing import (EDGE_DIM, NUM_FEATURES, assert_alpha_sums_to_one,
-                              assert_batch_independent, assert_bipartite,
-                              assert_close, assert_compile_matches_eager,
-                              assert_edge_permutation_invariant,
-                              assert_finite_gradients,
-                              assert_node_permutation_equivariant,
-                              assert_output_shape, assert_reset_parameters,
-                              assert_same_function,
+from pyg_attn.testing import (EDGE_DIM, NUM_FEATURES, assert_batch_independent,
+                              assert_bipartite, assert_close,
+                              assert_compile_matches_eager,
+                              assert_local_attention_properties,
+                              assert_reset_parameters, assert_same_function,
                               bipartite_graph, random_graph, small_graphs)
 
 GRAPHS = small_graphs()
@@ -89,11 +86,7 @@ def test_pyg_native_properties(graph):
     data = GRAPHS[graph]
     conv = FlashAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=EDGE_DIM,
                               chunk_size=3)
-    assert_output_shape(conv, data, 8)
-    assert_edge_permutation_invariant(conv, data)
-    assert_node_permutation_equivariant(conv, data)
-    assert_alpha_sums_to_one(conv, data)
-    assert_finite_gradients(conv, data)
+    assert_local_attention_properties(conv, data, 8)
 
 
 def test_batch_independent():
