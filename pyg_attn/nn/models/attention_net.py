@@ -24,11 +24,32 @@ def accepted_kwargs(conv: Callable, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         conv (callable): A layer class or a factory.
         kwargs (dict): The candidate keyword arguments.
     """
+    if isinstance(conv, type):
+        names = _init_parameter_names(conv)
+        return {k: v for k, v in kwargs.items() if k in names}
     params = inspect.signature(conv).parameters
-    forwards = any(p.kind == p.VAR_KEYWORD for p in params.values())
-    if forwards and not isinstance(conv, type):
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
         return dict(kwargs)
     return {k: v for k, v in kwargs.items() if k in params}
+
+
+def _init_parameter_names(cls: type) -> set:
+    """The named arguments of :obj:`cls.__init__`, following a subclass's
+    :obj:`**kwargs` to its parents' (as :class:`FlashAttentionConv` forwards
+    to :class:`DotProductAttentionConv`) but not to :class:`MessagePassing`'s
+    own."""
+    names = set()
+    for base in cls.__mro__:
+        if base in (MessagePassing, torch.nn.Module, object):
+            break
+        if '__init__' not in vars(base):
+            continue
+        params = inspect.signature(base.__init__).parameters.values()
+        names |= {p.name for p in params
+                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names - {'self'}
 
 
 class AttentionNet(torch.nn.Module):

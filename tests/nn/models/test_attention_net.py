@@ -2,10 +2,13 @@ import pytest
 import torch
 from torch_geometric.nn import GATConv, GCNConv, TransformerConv
 
-from pyg_attn.nn import AttentionNet, DotProductAttentionConv, EdgeGATConv
+from pyg_attn.nn import (AttentionNet, DotProductAttentionConv, EdgeGATConv,
+                         FlashAttentionConv)
 
-ATTENTION_CONVS = [EdgeGATConv, DotProductAttentionConv, GATConv,
-                   TransformerConv]
+# FlashAttentionConv forwards **kwargs to DotProductAttentionConv: its heads,
+# concat and dropout must still reach it
+ATTENTION_CONVS = [EdgeGATConv, DotProductAttentionConv, FlashAttentionConv,
+                   GATConv, TransformerConv]
 
 
 def graph(num_nodes=6, num_edges=12, in_channels=5, edge_dim=3):
