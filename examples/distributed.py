@@ -1,0 +1,444 @@
+r"""Data-parallel mini-batch training on Cora / CiteSeer with
+:class:`torch.nn.parallel.DistributedDataParallel` and PyG's
+:class:`~torch_geometric.loader.NeighborLoader`.
+
+Launch one process per worker with ``torchrun``; the gloo backend runs on
+CPU, nccl when CUDA is present (one GPU per process)::
+
+    torchrun --standalone --nproc_per_node=2 examples/distributed.py \
+        --dataset Cora --conv edge_gat
+
+Run without ``torchrun`` it trains in a single process.
+
+Each rank takes an equal share of the (shuffled) training nodes; the few left
+over when the count does not divide are dropped, so that every rank runs the
+same number of steps per epoch and DDP's gradient all-reduce never waits on a
+rank that has stopped.  Validation and test nodes are split among the ranks
+too, and the correct counts are summed over them.
+
+Mini-batches are bipartite: with ``L`` layers, layer ``i`` maps the nodes
+within ``L - i`` hops of the batch's seed nodes to those within
+``L - i - 1`` hops, over the edges of the first ``L - i`` hops, so each layer
+receives ``(x_src, x_dst)`` and the last one outputs the seed nodes only.
+Training samples ``--num-neighbors`` in-edges per node and hop; evaluation
+takes every in-edge, so its accuracy is that of full-graph inference.
+
+Sampling: PyG's :class:`~torch_geometric.sampler.NeighborSampler` calls
+``pyg-lib`` or ``torch-sparse`` and raises ``ImportError`` when neither is
+installed (PyPI ships only their sources).  :class:`TorchNeighborSampler`
+subclasses it and, only when both are missing, samples in plain torch with
+the same output (seed nodes first, nodes and edges grouped by hop, edge ids
+into the CSC order), so :class:`NeighborLoader` works unchanged.
+
+The model is :class:`pyg_attn.nn.AttentionNet` with GAT's settings (8 heads x
+8 channels, dropout 0.6, Adam with lr 0.005 and weight decay 5e-4) and the
+layers' own defaults otherwise (``dot_product`` and ``transformer`` keep their
+root weight: with sampled neighbourhoods a self-loop edge could be left out).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import torch_geometric
+import torch_geometric.transforms as T
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+from torch_geometric.loader import NeighborLoader
+from torch_geometric.nn import GATConv, TransformerConv
+from torch_geometric.sampler import NeighborSampler, SamplerOutput
+from torch_geometric.sampler.base import SubgraphType
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+import pyg_attn  # noqa: E402
+from pyg_attn.datasets import load_planetoid  # noqa: E402
+from pyg_attn.nn import (  # noqa: E402
+    AttentionNet,
+    DotProductAttentionConv,
+    EdgeGATConv,
+    FlashAttentionConv,
+)
+
+
+def flash_attention_conv(in_channels, out_channels, **kwargs):
+    # A factory, not the class: AttentionNet keeps only the arguments a
+    # class's own signature names, and FlashAttentionConv's is
+    # (*args, chunk_size, **kwargs), which would drop heads/concat/dropout.
+    return FlashAttentionConv(in_channels, out_channels, **kwargs)
+
+
+CONVS = {
+    'dot_product': DotProductAttentionConv,
+    'edge_gat': EdgeGATConv,
+    'flash': flash_attention_conv,
+    'gat': GATConv,
+    'transformer': TransformerConv,
+}
+
+
+class TorchNeighborSampler(NeighborSampler):
+    r"""PyG's :class:`~torch_geometric.sampler.NeighborSampler` with a
+    pure-torch fallback for homogeneous, directional sampling without
+    replacement, used only when neither ``pyg-lib`` nor ``torch-sparse`` is
+    installed; with either, PyG's own routine runs.
+
+    For each hop, every node first reached in the previous hop keeps a
+    uniformly random subset of :obj:`min(k, in-degree)` of its in-edges
+    (all of them for :obj:`k = -1`); sources not seen before become the next
+    hop's nodes, in order of first appearance.  Seed nodes must be distinct.
+    Time and memory per hop are linear in the summed in-degree of that hop's
+    nodes, plus one :obj:`[num_nodes]` index per batch.
+
+    Pass it to the loader as
+    :obj:`NeighborLoader(data, num_neighbors, neighbor_sampler=sampler, ...)`.
+    """
+    def __init__(self, data, num_neighbors, **kwargs):
+        with warnings.catch_warnings():
+            if not self.has_backend():
+                # The fallback below is the point; PyG's nudge is noise here.
+                warnings.filterwarnings('ignore', message='.*pyg-lib.*')
+            super().__init__(data, num_neighbors, **kwargs)
+
+    @staticmethod
+    def has_backend() -> bool:
+        return (torch_geometric.typing.WITH_PYG_LIB
+                or torch_geometric.typing.WITH_TORCH_SPARSE)
+
+    def _sample(self, seed, seed_time=None, **kwargs) -> SamplerOutput:
+        if (self.has_backend() or isinstance(seed, dict)
+                or seed_time is not None or self.disjoint or self.replace
+                or self.subgraph_type == SubgraphType.induced
+                or self.edge_weight is not None
+                or self.sample_direction != 'forward'):
+            return super()._sample(seed, seed_time, **kwargs)
+        return sample_neighbors(self.colptr, self.row, seed,
+                                self.num_neighbors.get_mapped_values())
+
+
+def sample_neighbors(colptr: Tensor, row: Tensor, seed: Tensor,
+                     num_neighbors: Sequence[int]) -> SamplerOutput:
+    r"""Samples a multi-hop neighbourhood of :obj:`seed` from a graph in CSC
+    form (in-edges of node :obj:`v` are :obj:`row[colptr[v]:colptr[v + 1]]`).
+
+    Returns local :obj:`row` (source) and :obj:`col` (destination) indices
+    into the returned :obj:`node`, the sampled CSC positions as :obj:`edge`,
+    and the node and edge counts of each hop.
+    """
+    num_nodes = colptr.numel() - 1
+    seed = seed.to(torch.long)
+    local = torch.full((num_nodes, ), -1, dtype=torch.long)
+    local[seed] = torch.arange(seed.numel())
+    nodes, rows, cols, edges = [seed], [], [], []
+    num_sampled_nodes, num_sampled_edges = [seed.numel()], []
+    frontier, offset = seed, 0
+    count = seed.numel()
+    for k in num_neighbors:
+        start = colptr[frontier]
+        deg = colptr[frontier + 1] - start  # [F]
+        dst = torch.arange(offset, offset + frontier.numel())
+        seg = torch.repeat_interleave(torch.arange(frontier.numel()), deg)
+        rank = torch.arange(seg.numel()) - torch.repeat_interleave(
+            deg.cumsum(0) - deg, deg)  # position within its node's edges
+        pos = start[seg] + rank  # [sum deg] CSC positions
+        if k >= 0:
+            # A random order within each node's edges: sort by node, then by
+            # a uniform key; the first k of each node are its sample.
+            order = torch.argsort(seg + torch.rand(seg.numel(),
+                                                   dtype=torch.float64))
+            keep = order[rank < k]
+            pos, seg = pos[keep], seg[keep]
+        src = row[pos]
+
+        fresh = src[local[src] < 0]
+        uniq, inverse = torch.unique(fresh, return_inverse=True)
+        first = torch.full((uniq.numel(), ), fresh.numel(), dtype=torch.long)
+        first.scatter_reduce_(0, inverse, torch.arange(fresh.numel()), 'amin')
+        new = uniq[first.argsort()]  # in order of first appearance
+        local[new] = torch.arange(count, count + new.numel())
+
+        rows.append(local[src])
+        cols.append(dst[seg])
+        edges.append(pos)
+        nodes.append(new)
+        num_sampled_nodes.append(new.numel())
+        num_sampled_edges.append(pos.numel())
+        offset, count, frontier = count, count + new.numel(), new
+
+    def cat(tensors: List[Tensor]) -> Tensor:  # no hops: no edges
+        return torch.cat(tensors) if tensors else seed.new_empty(0)
+
+    return SamplerOutput(node=torch.cat(nodes), row=cat(rows), col=cat(cols),
+                         edge=cat(edges), batch=None,
+                         num_sampled_nodes=num_sampled_nodes,
+                         num_sampled_edges=num_sampled_edges)
+
+
+class SampledAttentionNet(torch.nn.Module):
+    r"""Runs an :class:`~pyg_attn.nn.AttentionNet` on a
+    :class:`NeighborLoader` mini-batch as a stack of bipartite layers (see the
+    module docstring), returning the outputs of the seed nodes.  Without
+    hop counts it is the plain full-graph forward."""
+    def __init__(self, net: AttentionNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, edge_index: Tensor,
+                num_sampled_nodes: Optional[List[int]] = None,
+                num_sampled_edges: Optional[List[int]] = None) -> Tensor:
+        net = self.net
+        if num_sampled_nodes is None:
+            return net(x, edge_index)
+        hops = net.num_layers
+        for i, conv in enumerate(net.convs):
+            num_dst = sum(num_sampled_nodes[:hops - i])
+            num_edges = sum(num_sampled_edges[:hops - i])
+            x = F.dropout(x, p=net.dropout, training=self.training)
+            x_dst = x[:num_dst]
+            h = conv((x, x_dst), edge_index[:, :num_edges])  # [num_dst, *]
+            h = net.norms[i](h)
+            if net.residual:
+                h = h + net.skips[i](x_dst)
+            x = h if i == hops - 1 else net.act(h)
+        return x
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--dataset', choices=['Cora', 'CiteSeer'],
+                        default='Cora')
+    parser.add_argument('--root', default=None,
+                        help='data root (default: $PYG_ATTN_DATA, else ./data)')
+    parser.add_argument('--conv', choices=list(CONVS), default='edge_gat')
+    parser.add_argument('--epochs', type=int, default=100)
+    parser.add_argument('--batch-size', type=int, default=32,
+                        help='seed nodes per step and rank (default: 32)')
+    parser.add_argument('--eval-batch-size', type=int, default=512,
+                        help='seed nodes per evaluation batch (default: 512)')
+    parser.add_argument('--num-neighbors', type=int, nargs='+',
+                        default=[10, 10], help='in-edges sampled per node '
+                        'and hop, -1 for all; one entry per layer '
+                        '(default: 10 10)')
+    parser.add_argument('--hidden', type=int, default=8,
+                        help='channels per head (default: 8)')
+    parser.add_argument('--heads', type=int, default=8)
+    parser.add_argument('--lr', type=float, default=0.005)
+    parser.add_argument('--weight-decay', type=float, default=5e-4)
+    parser.add_argument('--dropout', type=float, default=0.6)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', default=None, help='JSON results, written by '
+                        'rank 0 (default: results/distributed_<dataset>_'
+                        '<conv>.json)')
+    parser.add_argument('--save-dir', default=None, help='each rank writes '
+                        'rank<r>.pt there: its initial and final parameters '
+                        'and the training nodes it drew (default: none)')
+    args = parser.parse_args(argv)
+    for flag in ('batch_size', 'eval_batch_size'):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} ({getattr(args, flag)})"
+                         " must be at least 1")
+    if args.epochs < 1:
+        parser.error(f'--epochs ({args.epochs}) must be at least 1')
+    if any(k < -1 or k == 0 for k in args.num_neighbors):
+        parser.error(f'--num-neighbors ({args.num_neighbors}) takes positive '
+                     'counts or -1 (all in-edges)')
+    if args.out is None:
+        args.out = osp.join('results', f'distributed_{args.dataset}_'
+                            f'{args.conv}.json')
+    return args
+
+
+def init_process_group() -> torch.device:
+    r"""Joins the group ``torchrun`` describes in the environment, or forms
+    a group of one without it; returns this rank's device."""
+    cuda = torch.cuda.is_available()
+    backend = 'nccl' if cuda else 'gloo'
+    if 'WORLD_SIZE' in os.environ:
+        dist.init_process_group(backend)
+    else:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0,
+                                world_size=1)
+    if cuda:
+        local_rank = int(os.environ.get('LOCAL_RANK', 0))
+        torch.cuda.set_device(local_rank)
+        return torch.device('cuda', local_rank)
+    return torch.device('cpu')
+
+
+def make_loader(data, nodes: Tensor, num_neighbors: List[int], batch_size: int,
+                shuffle: bool) -> NeighborLoader:
+    sampler = TorchNeighborSampler(data, num_neighbors)
+    return NeighborLoader(data, num_neighbors, input_nodes=nodes,
+                          batch_size=batch_size, shuffle=shuffle,
+                          neighbor_sampler=sampler)
+
+
+def step_inputs(batch, device: torch.device):
+    batch = batch.to(device)
+    return (batch.x, batch.edge_index, batch.num_sampled_nodes,
+            batch.num_sampled_edges), batch.y[:batch.batch_size]
+
+
+@torch.no_grad()
+def evaluate(model: SampledAttentionNet, loader: NeighborLoader,
+             device: torch.device) -> Tensor:
+    r"""Returns this rank's :obj:`[correct, total]` over the loader's
+    seed nodes."""
+    model.eval()
+    counts = torch.zeros(2, dtype=torch.long)
+    for batch in loader:
+        inputs, y = step_inputs(batch, device)
+        pred = model(*inputs).argmax(dim=-1)
+        counts += torch.tensor([int((pred == y).sum()), y.numel()])
+    return counts
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = init_process_group()
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    try:
+        return train(args, device, rank, world_size)
+    finally:
+        dist.destroy_process_group()
+
+
+def train(args, device: torch.device, rank: int, world_size: int) -> int:
+    # Rank 0 writes the processed dataset before the others read it.
+    error = None
+    for turn in (0, 1):
+        if (rank == 0) == (turn == 0):
+            try:
+                dataset = load_planetoid(args.dataset, root=args.root,
+                                         transform=T.NormalizeFeatures())
+            except FileNotFoundError as e:
+                error = e
+        dist.barrier()
+    failed = torch.zeros(world_size, device=device)
+    failed[rank] = float(error is not None)
+    dist.all_reduce(failed)  # every rank stops if any failed
+    if bool(failed.any()):
+        if rank == int(failed.nonzero()[0]):
+            print(f'error: {error}', file=sys.stderr)
+        return 1
+    data = dataset[0]
+
+    # The same shuffled split on every rank; each takes an equal share.
+    generator = torch.Generator().manual_seed(args.seed)
+    train_idx = data.train_mask.nonzero().view(-1)
+    train_idx = train_idx[torch.randperm(train_idx.numel(),
+                                         generator=generator)]
+    share = train_idx.numel() // world_size
+    if share == 0:
+        if rank == 0:
+            print(f'error: {train_idx.numel()} training nodes cannot be '
+                  f'shared among {world_size} processes; use fewer',
+                  file=sys.stderr)
+        return 1
+    train_idx = train_idx[rank * share:(rank + 1) * share]
+    val_idx = data.val_mask.nonzero().view(-1).tensor_split(world_size)[rank]
+    test_idx = data.test_mask.nonzero().view(-1).tensor_split(world_size)[rank]
+
+    torch.manual_seed(args.seed)  # identical initial parameters
+    net = AttentionNet(dataset.num_features, args.hidden, dataset.num_classes,
+                       num_layers=len(args.num_neighbors),
+                       conv=CONVS[args.conv], heads=args.heads, out_heads=1,
+                       dropout=args.dropout)
+    model = SampledAttentionNet(net).to(device)
+    initial = {k: v.detach().cpu().clone()
+               for k, v in model.state_dict().items()}
+    ddp = DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == 'cuda' else None)
+    optimizer = torch.optim.Adam(ddp.parameters(), lr=args.lr,
+                                 weight_decay=args.weight_decay)
+    torch.manual_seed(args.seed + 1 + rank)  # own sampling and dropout
+
+    train_loader = make_loader(data, train_idx, args.num_neighbors,
+                               args.batch_size, shuffle=True)
+    full = [-1] * len(args.num_neighbors)
+    val_loader = make_loader(data, val_idx, full, args.eval_batch_size, False)
+    test_loader = make_loader(data, test_idx, full, args.eval_batch_size,
+                              False)
+
+    history = dict(train_loss=[], val_acc=[], test_acc=[], epoch_time=[])
+    seen, steps = [], 0
+    progress = tqdm(range(1, args.epochs + 1), unit='epoch',
+                    desc=f'{args.dataset} {args.conv} x{world_size}',
+                    disable=rank != 0)
+    for epoch in progress:
+        start = time.perf_counter()
+        ddp.train()
+        total = torch.zeros(2, dtype=torch.float64)  # [loss sum, steps]
+        for batch in train_loader:
+            seen.append(batch.n_id[:batch.batch_size])
+            inputs, y = step_inputs(batch, device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(ddp(*inputs), y)
+            loss.backward()
+            optimizer.step()
+            total += torch.tensor([float(loss.detach()), 1.0])
+            steps += 1
+        epoch_time = time.perf_counter() - start
+
+        counts = torch.cat([total, evaluate(model, val_loader, device),
+                            evaluate(model, test_loader, device)])
+        counts = counts.to(device)  # nccl reduces CUDA tensors only
+        dist.all_reduce(counts)  # sums over ranks
+        counts = counts.cpu()
+        history['train_loss'].append(float(counts[0] / counts[1]))
+        history['val_acc'].append(float(counts[2] / counts[3]))
+        history['test_acc'].append(float(counts[4] / counts[5]))
+        history['epoch_time'].append(epoch_time)
+        progress.set_postfix(loss=f"{history['train_loss'][-1]:.3f}",
+                             val=f"{history['val_acc'][-1]:.3f}",
+                             test=f"{history['test_acc'][-1]:.3f}")
+
+    if args.save_dir is not None:
+        os.makedirs(args.save_dir, exist_ok=True)
+        torch.save(dict(initial=initial,
+                        final={k: v.detach().cpu() for k, v in
+                               model.state_dict().items()},
+                        seed_nodes=torch.cat(seen), steps=steps),
+                   osp.join(args.save_dir, f'rank{rank}.pt'))
+    if rank != 0:
+        return 0
+
+    best = max(range(args.epochs), key=lambda i: history['val_acc'][i])
+    epoch_time = sum(history['epoch_time']) / args.epochs
+    print(f"{args.dataset} {args.conv}: {world_size} process(es) "
+          f"({dist.get_backend()}), {steps} steps of {args.batch_size} seed "
+          f"nodes per rank, train loss {history['train_loss'][0]:.3f} -> "
+          f"{history['train_loss'][-1]:.3f}, test accuracy "
+          f"{100 * history['test_acc'][best]:.2f} % at the best validation "
+          f"epoch ({best + 1}), {1000 * epoch_time:.1f} ms per training "
+          f"epoch")
+    results = dict(
+        dataset=args.dataset, conv=args.conv, world_size=world_size,
+        backend=dist.get_backend(), train_nodes_per_rank=share,
+        train_nodes_dropped=int(data.train_mask.sum()) - share * world_size,
+        steps_per_epoch=steps // args.epochs, best_epoch=best + 1,
+        best_test_acc=history['test_acc'][best],
+        best_val_acc=history['val_acc'][best], epoch_time_mean=epoch_time,
+        **history, args=vars(args),
+        versions=dict(torch=torch.__version__,
+                      torch_geometric=torch_geometric.__version__,
+                      pyg_attn=pyg_attn.__version__),
+    )
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+    with open(args.out, 'w') as f:
+        json.dump(results, f, indent=2)
+    print(f'wrote {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

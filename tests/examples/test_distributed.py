@@ -1,0 +1,178 @@
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from torch_geometric.loader import NeighborLoader
+
+from pyg_attn.nn import AttentionNet
+from pyg_attn.testing.graphs import make_graph, random_graph, small_graphs
+
+SCRIPT = Path(__file__).resolve().parents[2] / 'examples' / 'distributed.py'
+
+
+@pytest.fixture(scope='module')
+def script():
+    spec = importlib.util.spec_from_file_location('distributed', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def loader(script, data, num_neighbors, batch_size, **kwargs):
+    return script.make_loader(data, torch.arange(data.num_nodes),
+                              num_neighbors, batch_size, shuffle=False,
+                              **kwargs)
+
+
+def check_batch(batch, data, num_neighbors, seeds):
+    r"""A :class:`NeighborLoader` mini-batch is a true, hop-ordered sample:
+    seeds first, each edge a real edge named by its id, each hop's edges
+    ending at the previous hop's nodes, :obj:`min(k, in-degree)` of them per
+    node, sources already reached."""
+    n_id, (row, col) = batch.n_id, batch.edge_index
+    assert torch.equal(n_id[:batch.batch_size], seeds)
+    assert n_id.unique().numel() == n_id.numel()
+    assert sum(batch.num_sampled_nodes) == n_id.numel()
+    assert sum(batch.num_sampled_edges) == row.numel()
+    assert batch.e_id.unique().numel() == batch.e_id.numel()
+    assert torch.equal(data.edge_index[:, batch.e_id], n_id[batch.edge_index])
+    if data.edge_attr is not None:
+        assert torch.equal(batch.edge_attr, data.edge_attr[batch.e_id])
+
+    in_degree = Counter(data.edge_index[1].tolist())
+    node_end = torch.tensor(batch.num_sampled_nodes).cumsum(0).tolist()
+    edge_end = torch.tensor(batch.num_sampled_edges).cumsum(0).tolist()
+    for hop, k in enumerate(num_neighbors):
+        first, last = ([0] + node_end)[hop], node_end[hop]
+        edges = slice(([0] + edge_end)[hop], edge_end[hop])
+        assert bool((col[edges] >= first).all() and (col[edges] < last).all())
+        assert bool((row[edges] < node_end[hop + 1]).all())
+        counts = Counter(col[edges].tolist())
+        for v in range(first, last):
+            deg = in_degree[int(n_id[v])]
+            assert counts[v] == (deg if k < 0 else min(k, deg))
+
+
+@pytest.mark.parametrize('num_neighbors', [[2, 2], [1, -1, 3]],
+                         ids=['k2-2', 'k1-all-3'])
+@pytest.mark.parametrize('name', list(small_graphs()))
+def test_neighbor_loader_batches(script, name, num_neighbors):
+    data = small_graphs()[name]
+    batches = list(loader(script, data, num_neighbors, batch_size=3))
+    assert len(batches) == -(-data.num_nodes // 3)
+    for i, batch in enumerate(batches):
+        seeds = torch.arange(3 * i, min(3 * i + 3, data.num_nodes))
+        check_batch(batch, data, num_neighbors, seeds)
+
+
+def test_sampler_is_pyg_fallback(script):
+    # The example exists because PyG has no sampler here; if one appears,
+    # PyG's own routine must run instead of ours.
+    data = random_graph(13, 40)
+    sampler = script.TorchNeighborSampler(data, [2])
+    if sampler.has_backend():
+        pytest.skip('pyg-lib or torch-sparse installed: PyG samples')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # PyG's own pyg-lib nudge
+        with pytest.raises(ImportError, match='pyg-lib'):
+            next(iter(NeighborLoader(data, [2], batch_size=4)))
+    assert isinstance(next(iter(NeighborLoader(
+        data, [2], batch_size=4, neighbor_sampler=sampler))).n_id,
+        torch.Tensor)
+
+
+def test_sampler_is_uniform(script):
+    # Node 0 has in-edges from 1..4; keeping k = 2 of them picks each with
+    # probability 1/2: 400 draws give 200 ± 10 (std) per neighbour.
+    data = make_graph(5, [(j, 0) for j in range(1, 5)])
+    counts, draws = Counter(), loader(script, data, [2], batch_size=1)
+    for _ in range(400):
+        batch = next(iter(draws))
+        counts.update(batch.n_id[1:].tolist())
+    assert set(counts) == {1, 2, 3, 4}
+    assert all(150 < counts[j] < 250 for j in range(1, 5)), counts
+
+
+@pytest.mark.parametrize('conv', ['dot_product', 'edge_gat', 'flash', 'gat',
+                                  'transformer'])
+def test_bipartite_forward_matches_full(script, conv):
+    # Each layer gets (x_src, x_dst) with fewer destinations than sources;
+    # the seeds' outputs equal those of the full forward on the same batch.
+    data = random_graph(40, 160, num_features=5, seed=3)
+    batch = next(iter(loader(script, data, [3, 3], batch_size=6)))
+    assert batch.num_sampled_nodes[1] > 0 and batch.num_sampled_nodes[2] > 0
+    net = AttentionNet(5, 4, 3, conv=script.CONVS[conv], heads=2)
+    assert net.convs[0].heads == 2
+    model = script.SampledAttentionNet(net).eval()
+    out = model(batch.x, batch.edge_index, batch.num_sampled_nodes,
+                batch.num_sampled_edges)
+    assert out.shape == (6, 3)
+    full = model(batch.x, batch.edge_index)[:6]
+    torch.testing.assert_close(out, full)
+
+    model.train()
+    out = model(batch.x, batch.edge_index, batch.num_sampled_nodes,
+                batch.num_sampled_edges)
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in model.parameters())
+
+
+@pytest.mark.parametrize('argv,match', [
+    (['--num-neighbors', '5', '0'], 'positive counts or -1'),
+    (['--batch-size', '0'], r'--batch-size \(0\) must be at least 1'),
+    (['--epochs', '0'], r'--epochs \(0\) must be at least 1'),
+])
+def test_bad_arguments(script, argv, match, capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args(argv)
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_missing_data(script, tmp_path, capsys):
+    assert script.main(['--root', str(tmp_path), '--epochs', '1',
+                        '--out', str(tmp_path / 'out.json')]) == 1
+    assert 'raw files are missing' in capsys.readouterr().err
+    assert not (tmp_path / 'out.json').exists()
+
+
+def test_two_processes(planetoid_root, tmp_path):
+    r"""Two gloo processes train on disjoint halves of the training nodes;
+    DDP keeps their parameters identical, and the loss falls."""
+    out, state = tmp_path / 'results.json', tmp_path / 'state'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+         '--nproc_per_node=2', str(SCRIPT), '--dataset', 'Cora', '--root',
+         planetoid_root, '--conv', 'edge_gat', '--epochs', '4',
+         '--batch-size', '35', '--num-neighbors', '5', '5', '--lr', '0.01',
+         '--out', str(out), '--save-dir', str(state)],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'Cora edge_gat: 2 process(es) (gloo)' in proc.stdout
+
+    results = json.loads(out.read_text())
+    assert results['world_size'] == 2 and results['backend'] == 'gloo'
+    assert results['steps_per_epoch'] == 2  # 70 training nodes per rank
+    losses = results['train_loss']
+    assert len(losses) == 4 and losses[-1] < losses[0] - 0.02, losses
+    assert all(0.0 <= acc <= 1.0 for acc in results['test_acc'])
+
+    ranks = [torch.load(state / f'rank{r}.pt') for r in range(2)]
+    assert ranks[0]['steps'] == ranks[1]['steps'] == 8
+    seen = [set(r['seed_nodes'].tolist()) for r in ranks]
+    assert len(seen[0]) == len(seen[1]) == 70 and not seen[0] & seen[1]
+    assert ranks[0]['final'].keys() == ranks[1]['final'].keys()
+    for key, value in ranks[0]['final'].items():
+        assert torch.equal(value, ranks[1]['final'][key]), key
+        assert torch.equal(ranks[0]['initial'][key], ranks[1]['initial'][key])
+    assert any(not torch.equal(value, ranks[0]['initial'][key])
+               for key, value in ranks[0]['final'].items())
