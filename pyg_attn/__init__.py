@@ -2,6 +2,6 @@
 
 __version__ = '0.1.0'
 
-from pyg_attn import functional, nn, testing  # noqa: E402
+from pyg_attn import functional, nn, testing, transforms  # noqa: E402
 
-__all__ = ['__version__', 'functional', 'nn', 'testing']
+__all__ = ['__version__', 'functional', 'nn', 'testing', 'transforms']

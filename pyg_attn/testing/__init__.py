@@ -14,11 +14,13 @@ from pyg_attn.testing.checks import (TOLERANCES, assert_alpha_sums_to_one,
 from pyg_attn.testing.graphs import (EDGE_DIM, NUM_FEATURES, bipartite_graph,
                                      make_graph,
                                      random_graph, small_graphs)
+from pyg_attn.testing.hnsw_search import hnsw_search
 from pyg_attn.testing.reference import (reference_attention,
                                         reference_dot_product_attention,
                                         reference_softmax)
 
 __all__ = [
+    'hnsw_search',
     'EDGE_DIM', 'NUM_FEATURES', 'TOLERANCES', 'assert_alpha_sums_to_one', 'assert_batch_independent',
     'assert_bipartite', 'assert_close', 'assert_compile_matches_eager',
     'assert_edge_permutation_invariant', 'assert_finite_gradients', 'assert_local_attention_properties',

@@ -1,0 +1,4 @@
+"""Transforms that build edges and edge attributes for the layers."""
+from pyg_attn.transforms.hnsw_graph import HNSWGraph
+
+__all__ = ['HNSWGraph']
