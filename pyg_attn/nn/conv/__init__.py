@@ -1,6 +1,13 @@
 from pyg_attn.nn.conv.dot_product_attention_conv import DotProductAttentionConv
 from pyg_attn.nn.conv.edge_gat_conv import EdgeGATConv
-from pyg_attn.nn.conv.linear_attention_conv import LinearAttentionConv
 from pyg_attn.nn.conv.flash_attention_conv import FlashAttentionConv
+from pyg_attn.nn.conv.linear_attention_conv import LinearAttentionConv
+from pyg_attn.nn.conv.poincare_attention_conv import PoincareAttentionConv
 
-__all__ = ['DotProductAttentionConv', 'EdgeGATConv', 'LinearAttentionConv', 'FlashAttentionConv']
+__all__ = [
+    'DotProductAttentionConv',
+    'EdgeGATConv',
+    'FlashAttentionConv',
+    'LinearAttentionConv',
+    'PoincareAttentionConv',
+]

@@ -1,3 +1,5 @@
 from pyg_attn.nn.models.attention_net import AttentionNet
 
-__all__ = ['AttentionNet']
+__all__ = [
+    'AttentionNet',
+]
