@@ -143,8 +143,11 @@ class GatherScatter(torch.autograd.Function):
                     acc.index_add_(0, index_v[start:end], msg)
         grad_v = None
         if need_v:
-            grad_v = _reduce_heads(
-                torch.cat(edge_grads) if index_v is None else acc, v)
+            if index_v is not None:
+                grad_v = _reduce_heads(acc, v)
+            else:  # edge-aligned; no chunk at all when there are no edges
+                grad_v = _reduce_heads(
+                    torch.cat(edge_grads) if edge_grads else acc[:0], v)
         return grad_w, grad_v, None, None, None
 
 

@@ -81,3 +81,15 @@ def test_half_values_accumulate_in_float32(dtype):
     expected = (w.double().unsqueeze(-1) * v.double()[index_v]).sum(0)
     torch.testing.assert_close(out[0].double(), expected,
                                rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize('edge_aligned', [True, False])
+def test_no_edges_give_zero_gradients(edge_aligned):
+    w = torch.zeros(0, 2, requires_grad=True)
+    v = torch.zeros(0 if edge_aligned else 3, 2, 5, requires_grad=True)
+    index_v = None if edge_aligned else torch.zeros(0, dtype=torch.long)
+    out = gather_scatter(w, v, index_v, torch.zeros(0, dtype=torch.long), 4)
+    out.sum().backward()
+    assert out.shape == (4, 2, 5) and not out.any()
+    assert w.grad.shape == w.shape
+    assert v.grad.shape == v.shape and not v.grad.any()
