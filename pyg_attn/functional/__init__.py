@@ -24,6 +24,11 @@ from pyg_attn.functional.random_features import (
     relu_kernel_features,
     softmax_kernel_features,
 )
+from pyg_attn.functional.rope import (
+    rope_angles,
+    rope_frequencies,
+    rope_rotate,
+)
 from pyg_attn.functional.softmax import (
     edge_softmax,
     stat_dtype,
@@ -53,6 +58,9 @@ __all__ = [
     'orthogonal_random_matrix',
     'relu_kernel_features',
     'softmax_kernel_features',
+    'rope_angles',
+    'rope_frequencies',
+    'rope_rotate',
     'edge_softmax',
     'stat_dtype',
     'gather_dot',

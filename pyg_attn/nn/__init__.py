@@ -4,6 +4,8 @@ from pyg_attn.nn.conv import (
     FlashAttentionConv,
     LinearAttentionConv,
     PoincareAttentionConv,
+    LocalGlobalAttentionConv,
+    RotaryAttentionConv,
 )
 from pyg_attn.nn.models import AttentionNet
 
@@ -13,5 +15,7 @@ __all__ = [
     'FlashAttentionConv',
     'LinearAttentionConv',
     'PoincareAttentionConv',
+    'LocalGlobalAttentionConv',
+    'RotaryAttentionConv',
     'AttentionNet',
 ]

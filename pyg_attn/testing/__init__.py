@@ -17,6 +17,9 @@ from pyg_attn.testing.graphs import (EDGE_DIM, NUM_FEATURES, bipartite_graph,
 from pyg_attn.testing.hnsw_search import hnsw_search
 from pyg_attn.testing.reference import (reference_attention,
                                         reference_dot_product_attention,
+                                        reference_local_global_attention,
+                                        reference_rotary_attention,
+                                        reference_rotation,
                                         reference_softmax)
 
 __all__ = [
@@ -27,5 +30,7 @@ __all__ = [
     'assert_node_permutation_equivariant', 'assert_output_shape',
     'assert_reset_parameters', 'assert_same_function', 'layer_inputs', 'run', 'bipartite_graph',
     'make_graph', 'random_graph', 'small_graphs', 'reference_attention',
-    'reference_dot_product_attention', 'reference_softmax'
+    'reference_dot_product_attention', 'reference_softmax',
+    'reference_local_global_attention', 'reference_rotary_attention',
+    'reference_rotation'
 ]

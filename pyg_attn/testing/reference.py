@@ -1,5 +1,7 @@
 """Slow, obviously-correct references: a Python loop over destination
 nodes, each one's incoming edges softmaxed on their own."""
+import math
+
 import torch
 from torch import Tensor
 
@@ -41,3 +43,98 @@ def reference_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         key_e, value_e = key_e + edge_emb, value_e + edge_emb
     logits = (query[dst] * key_e).sum(-1) / query.size(-1)**0.5  # [E, H]
     return reference_attention(logits, value_e, dst, num_dst)
+
+
+def reference_local_global_attention(query: Tensor, key: Tensor,
+                                     value: Tensor, edge_index: Tensor,
+                                     partition: Tensor, num_dst: int,
+                                     edge_emb: Tensor = None) -> Tensor:
+    """Separate masked attentions, one per edge set: partition ``p`` runs
+    :func:`reference_dot_product_attention` on ``query[:, p]``,
+    ``key[:, p]``, ``value[:, p]`` (``[N, P, H, C]``) over its own edges
+    only, with ``edge_emb[:, p]`` (``[E, P, H, C]``) if given.  Returns
+    ``[num_dst, P, H, C]``; a node without edges of a partition gets zeros
+    there."""
+    outs = []
+    for p in range(query.size(1)):
+        mask = partition == p
+        emb = None if edge_emb is None else edge_emb[mask][:, p]
+        outs.append(reference_dot_product_attention(
+            query[:, p], key[:, p], value[:, p], edge_index[:, mask], num_dst,
+            emb))
+    return torch.stack(outs, dim=1)
+
+
+def reference_rotation(pos, dim: int, base: float = 10000.0,
+                       dtype=torch.float64, rotary_dim: int = None) -> Tensor:
+    r"""The ``[dim, dim]`` block-diagonal RoPE matrix of one position
+    ``pos`` (a number or ``P`` components), built entry by entry: the
+    ``dim / 2`` channel pairs form ``P`` consecutive groups (the first
+    ``(dim / 2) mod P`` one pair larger); pair ``k`` of group ``g`` (size
+    ``m``) turns by ``pos[g] * base ** (-2 k / (2 m))``.  With
+    ``rotary_dim`` only the first ``rotary_dim`` channels turn (in its
+    ``rotary_dim / 2`` pairs) and the matrix is the identity on the rest."""
+    pos = torch.as_tensor(pos, dtype=torch.float64).reshape(-1).tolist()
+    half, num = (rotary_dim or dim) // 2, len(pos)
+    rot = torch.eye(dim, dtype=torch.float64)
+    pair = 0
+    for g in range(num):
+        size = half // num + (1 if g < half % num else 0)
+        for k in range(size):
+            theta = pos[g] / base**(2 * k / (2 * size))
+            c, s = math.cos(theta), math.sin(theta)
+            a, b = 2 * pair, 2 * pair + 1
+            rot[a, a], rot[a, b], rot[b, a], rot[b, b] = c, -s, s, c
+            pair += 1
+    return rot.to(dtype)
+
+
+def reference_rotary_attention(query: Tensor, key: Tensor, value: Tensor,
+                               edge_index: Tensor, num_dst: int,
+                               edge_pos: Tensor = None,
+                               node_pos: Tensor = None,
+                               base: float = 10000.0,
+                               rotate_value: bool = False,
+                               edge_emb: Tensor = None,
+                               rotary_dim: int = None) -> Tensor:
+    r"""Rotary attention with explicit rotation matrices
+    (:func:`reference_rotation`), edge by edge: the key
+    :math:`\mathbf{k}_j + \mathbf{e}_{ij}` of edge ``e`` is multiplied by
+    :math:`R(\mathbf{p}_e)` (``edge_pos`` ``[E, P]``) and, with ``node_pos``
+    ``[N, P]`` (source and destination nodes shared), by
+    :math:`R(\mathbf{p}_j)`, the query by :math:`R(\mathbf{p}_i)`.  With
+    ``rotate_value`` the value turns as the key does, and the output of node
+    ``i`` back by :math:`R(\mathbf{p}_i)^\top`.  ``[N, H, C]`` inputs,
+    ``[num_dst, H, C]`` output; ``rotary_dim`` as in
+    :func:`reference_rotation`."""
+    src, dst = edge_index
+    E, C = src.numel(), query.size(-1)
+    eye = torch.eye(C, dtype=query.dtype)
+    rot_q = [eye] * num_dst
+    rot_k = [eye] * E
+    if node_pos is not None:
+        rot_q = [reference_rotation(node_pos[i], C, base, query.dtype,
+                                    rotary_dim)
+                 for i in range(num_dst)]
+        rot_k = [reference_rotation(node_pos[j], C, base, query.dtype,
+                                    rotary_dim)
+                 for j in src.tolist()]
+    if edge_pos is not None:
+        rot_k = [reference_rotation(edge_pos[e], C, base, query.dtype,
+                                    rotary_dim) @ r
+                 for e, r in zip(range(E), rot_k)]
+    rot_q = torch.stack(rot_q)  # [N, C, C]
+    rot_k = torch.stack(rot_k) if E else eye.new_zeros(0, C, C)  # [E, C, C]
+    q = torch.einsum('ncd,nhd->nhc', rot_q, query)
+    key_e, value_e = key[src], value[src]
+    if edge_emb is not None:
+        key_e, value_e = key_e + edge_emb, value_e + edge_emb
+    key_e = torch.einsum('ecd,ehd->ehc', rot_k, key_e)
+    if rotate_value:
+        value_e = torch.einsum('ecd,ehd->ehc', rot_k, value_e)
+    logits = (q[dst] * key_e).sum(-1) / C**0.5  # [E, H]
+    out = reference_attention(logits, value_e, dst, num_dst)
+    if rotate_value and node_pos is not None:
+        out = torch.einsum('ndc,nhd->nhc', rot_q, out)  # R^T
+    return out
+

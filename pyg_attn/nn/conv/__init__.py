@@ -3,6 +3,8 @@ from pyg_attn.nn.conv.edge_gat_conv import EdgeGATConv
 from pyg_attn.nn.conv.flash_attention_conv import FlashAttentionConv
 from pyg_attn.nn.conv.linear_attention_conv import LinearAttentionConv
 from pyg_attn.nn.conv.poincare_attention_conv import PoincareAttentionConv
+from pyg_attn.nn.conv.local_global_attention_conv import LocalGlobalAttentionConv
+from pyg_attn.nn.conv.rotary_attention_conv import RotaryAttentionConv
 
 __all__ = [
     'DotProductAttentionConv',
@@ -10,4 +12,6 @@ __all__ = [
     'FlashAttentionConv',
     'LinearAttentionConv',
     'PoincareAttentionConv',
+    'LocalGlobalAttentionConv',
+    'RotaryAttentionConv',
 ]
