@@ -6,6 +6,8 @@ from pyg_attn.nn.conv import (
     PoincareAttentionConv,
     LocalGlobalAttentionConv,
     RotaryAttentionConv,
+    EuclideanWrapper,
+    MoEAttentionConv,
 )
 from pyg_attn.nn.models import AttentionNet
 
@@ -17,5 +19,7 @@ __all__ = [
     'PoincareAttentionConv',
     'LocalGlobalAttentionConv',
     'RotaryAttentionConv',
+    'EuclideanWrapper',
+    'MoEAttentionConv',
     'AttentionNet',
 ]

@@ -5,6 +5,7 @@ from pyg_attn.nn.conv.linear_attention_conv import LinearAttentionConv
 from pyg_attn.nn.conv.poincare_attention_conv import PoincareAttentionConv
 from pyg_attn.nn.conv.local_global_attention_conv import LocalGlobalAttentionConv
 from pyg_attn.nn.conv.rotary_attention_conv import RotaryAttentionConv
+from pyg_attn.nn.conv.moe_attention_conv import EuclideanWrapper, MoEAttentionConv
 
 __all__ = [
     'DotProductAttentionConv',
@@ -14,4 +15,6 @@ __all__ = [
     'PoincareAttentionConv',
     'LocalGlobalAttentionConv',
     'RotaryAttentionConv',
+    'EuclideanWrapper',
+    'MoEAttentionConv',
 ]
