@@ -9,7 +9,7 @@ from pyg_attn.nn.conv import (
     EuclideanWrapper,
     MoEAttentionConv,
 )
-from pyg_attn.nn.models import AttentionNet
+from pyg_attn.nn.models import AttentionNet, FermiDiracDecoder, LinkPredictionNet
 
 __all__ = [
     'DotProductAttentionConv',
@@ -22,4 +22,6 @@ __all__ = [
     'EuclideanWrapper',
     'MoEAttentionConv',
     'AttentionNet',
+    'FermiDiracDecoder',
+    'LinkPredictionNet',
 ]

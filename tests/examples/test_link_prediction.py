@@ -1,0 +1,179 @@
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = (Path(__file__).resolve().parents[2] / 'examples' /
+          'link_prediction.py')
+CONVS = ['poincare', 'edge_gat', 'dot_product', 'gcn']
+
+
+@pytest.fixture(scope='module')
+def script():
+    spec = importlib.util.spec_from_file_location('link_prediction', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def disease_root(tmp_path_factory) -> str:
+    r"""A writable data root holding a copy of disease_lp's raw files."""
+    from conftest import shared_datasets
+    src = shared_datasets() / 'disease_lp' / 'raw'
+    if not src.is_dir():
+        pytest.skip(f'raw disease_lp files not found in {src.parent.parent}')
+    root = tmp_path_factory.mktemp('data')
+    shutil.copytree(src, root / 'disease_lp' / 'raw')
+    for path in (root / 'disease_lp').rglob('*'):
+        path.chmod(path.stat().st_mode | 0o200)
+    return str(root)
+
+
+def run(args, data_root):
+    env = dict(os.environ, PYG_ATTN_DATA=str(data_root))
+    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def check_results(path, dataset, conv):
+    results = json.loads(path.read_text())
+    assert results['dataset'] == dataset and results['conv'] == conv
+    assert len(results['roc_auc']) == len(results['ap']) == 1
+    assert 0.0 <= results['roc_auc_mean'] <= 1.0
+    assert 0.0 <= results['ap_mean'] <= 1.0
+    assert results['args']['epochs'] == 2 and results['epochs'] == [2]
+    assert {'torch', 'torch_geometric', 'pyg_attn'} <= set(results['versions'])
+
+
+# In-process: a fresh interpreter spends seconds importing torch_geometric.
+@pytest.mark.parametrize('conv', CONVS)
+def test_link_prediction_main(conv, script, disease_root, tmp_path, capsys):
+    out = tmp_path / 'results.json'
+    assert script.main(['--dataset', 'disease_lp', '--conv', conv,
+                        '--epochs', '2', '--seeds', '1', '--root',
+                        disease_root, '--out', str(out)]) == 0
+    assert f'disease_lp {conv}: test ROC AUC' in capsys.readouterr().out
+    check_results(out, 'disease_lp', conv)
+
+
+def test_link_prediction_cora(script, planetoid_root, tmp_path, capsys):
+    out = tmp_path / 'results.json'
+    assert script.main(['--dataset', 'Cora', '--conv', 'gcn', '--epochs', '2',
+                        '--seeds', '1', '--root', planetoid_root,
+                        '--out', str(out)]) == 0
+    assert 'Cora gcn: test ROC AUC' in capsys.readouterr().out
+    check_results(out, 'Cora', 'gcn')
+
+
+def test_link_prediction_subprocess(disease_root, tmp_path):
+    out = tmp_path / 'results.json'
+    proc = run(['--conv', 'edge_gat', '--epochs', '2', '--seeds', '1',
+                '--out', str(out)], disease_root)
+    assert proc.returncode == 0, proc.stderr
+    assert 'disease_lp edge_gat: test ROC AUC' in proc.stdout
+    check_results(out, 'disease_lp', 'edge_gat')
+
+
+def test_link_prediction_missing_data(script, tmp_path, capsys):
+    out = tmp_path / 'results.json'
+    assert script.main(['--conv', 'gcn', '--epochs', '2', '--seeds', '1',
+                        '--root', str(tmp_path), '--out', str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('error: disease_lp: 3 of its 3 raw files')
+    assert str(tmp_path / 'disease_lp' / 'raw') in err
+    assert not out.exists()
+
+
+def test_link_prediction_split(script, disease_root):
+    from pyg_attn.datasets import DiseaseLP
+    data = DiseaseLP(disease_root)[0]
+    train, val, test = script.split_edges(data, seed=0)
+    # HGCN's 85/5/10 of the 2,664 undirected edges, both directions kept
+    # for message passing, one non-edge per validation and test edge.
+    assert (val.edge_label == 1).sum() == 133
+    assert (test.edge_label == 1).sum() == 266
+    assert train.edge_label_index.size(1) == 2664 - 133 - 266
+    assert train.edge_index.size(1) == 2 * (2664 - 133 - 266)
+    assert (val.edge_label == 0).sum() == 133
+    assert (test.edge_label == 0).sum() == 266
+    again = script.split_edges(data, seed=0)[2]
+    assert torch.equal(again.edge_label_index, test.edge_label_index)
+    other = script.split_edges(data, seed=1)[2]
+    assert not torch.equal(other.edge_label_index, test.edge_label_index)
+
+
+def brute_roc_auc(scores, labels):
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0).double() + 0.5 * (diff == 0).double()).mean())
+
+
+def brute_average_precision(scores, labels):
+    total, recall_before = 0.0, 0.0
+    for threshold in sorted(set(scores.tolist()), reverse=True):
+        chosen = scores >= threshold
+        tp = float((labels[chosen] == 1).sum())
+        recall = tp / float((labels == 1).sum())
+        total += (recall - recall_before) * tp / float(chosen.sum())
+        recall_before = recall
+    return total
+
+
+def test_metrics_known_values(script):
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8])
+    labels = torch.tensor([0, 0, 1, 1])
+    # sklearn's documented examples: roc_auc_score 0.75, AP 0.8333...
+    assert script.roc_auc(scores, labels) == pytest.approx(0.75)
+    assert script.average_precision(scores, labels) == pytest.approx(5 / 6)
+    assert script.roc_auc(-scores, labels) == pytest.approx(0.25)
+    assert script.roc_auc(torch.ones(4), labels) == pytest.approx(0.5)
+    assert script.average_precision(torch.ones(4),
+                                    labels) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize('ties', [False, True])
+def test_metrics_match_brute_force(script, ties):
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randn(57, generator=gen)
+    if ties:
+        scores = (scores * 2).round() / 2
+    labels = (torch.rand(57, generator=gen) < 0.4).long()
+    assert script.roc_auc(scores, labels) == pytest.approx(
+        brute_roc_auc(scores, labels), abs=1e-12)
+    assert script.average_precision(scores, labels) == pytest.approx(
+        brute_average_precision(scores, labels), abs=1e-12)
+
+
+def test_metrics_one_class(script):
+    with pytest.raises(ValueError, match='needs both classes'):
+        script.roc_auc(torch.rand(3), torch.ones(3))
+    with pytest.raises(ValueError, match='at least one positive'):
+        script.average_precision(torch.rand(3), torch.zeros(3))
+
+
+def test_link_prediction_defaults(script):
+    args = script.parse_args([])
+    assert (args.dataset, args.conv, args.seeds) == ('disease_lp',
+                                                     'poincare', 10)
+    assert (args.hidden, args.heads, args.lr) == (16, 1, 0.01)
+    assert (args.dropout, args.weight_decay, args.c, args.r, args.t) == (
+        0.0, 0.0, 1.0, 2.0, 1.0)
+    assert args.self_loops and args.patience == 100
+    assert (args.feature_scale, args.min_epochs) == (0.01, 300)
+    assert args.out == 'results/link_prediction_disease_lp_poincare.json'
+    args = script.parse_args(['--conv', 'edge_gat', '--dataset', 'Cora'])
+    assert args.heads == 4 and not args.self_loops
+    assert (args.feature_scale, args.min_epochs) == (1.0, 100)
+    assert args.out == 'results/link_prediction_Cora_edge_gat.json'
+    args = script.parse_args(['--dataset', 'Cora'])
+    assert (args.feature_scale, args.min_epochs) == (1.0, 300)
+    assert script.parse_args(['--conv', 'gcn']).heads == 1
+    with pytest.raises(SystemExit):
+        script.parse_args(['--conv', 'edge_gat', '--heads', '3'])
