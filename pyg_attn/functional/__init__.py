@@ -3,6 +3,9 @@ from pyg_attn.functional.knn import (
     edge_distance,
     knn,
 )
+from pyg_attn.functional.latent_knn import (
+    latent_knn,
+)
 from pyg_attn.functional.poincare import (
     clip_tangent,
     dist,
@@ -41,6 +44,7 @@ from pyg_attn.functional.sparse import (
 __all__ = [
     'edge_distance',
     'knn',
+    'latent_knn',
     'clip_tangent',
     'dist',
     'edge_dist',

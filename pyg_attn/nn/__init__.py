@@ -8,6 +8,7 @@ from pyg_attn.nn.conv import (
     RotaryAttentionConv,
     EuclideanWrapper,
     MoEAttentionConv,
+    DualSpaceAttentionConv,
 )
 from pyg_attn.nn.models import AttentionNet, FermiDiracDecoder, LinkPredictionNet
 
@@ -21,6 +22,7 @@ __all__ = [
     'RotaryAttentionConv',
     'EuclideanWrapper',
     'MoEAttentionConv',
+    'DualSpaceAttentionConv',
     'AttentionNet',
     'FermiDiracDecoder',
     'LinkPredictionNet',

@@ -138,3 +138,65 @@ def reference_rotary_attention(query: Tensor, key: Tensor, value: Tensor,
         out = torch.einsum('ndc,nhd->nhc', rot_q, out)  # R^T
     return out
 
+
+def reference_dense_attention(query: Tensor, key: Tensor, value: Tensor,
+                              edge_index: Tensor, num_dst: int) -> Tensor:
+    """Scaled dot-product attention of ``[N_dst, H, C]`` queries over
+    ``[N_src, H, C]`` keys and values as dense ``[H, N_dst, N_src]``
+    matrices: each pair weighted by its number of edges ``j -> i``
+    (repeated edges count as often as they appear), destinations without
+    edges get zeros."""
+    src, dst = edge_index
+    counts = query.new_zeros(num_dst, key.size(0)).index_put_(
+        (dst, src), query.new_ones(src.numel()), accumulate=True)
+    logits = torch.einsum('ihc,jhc->hij', query, key) / math.sqrt(
+        query.size(-1))  # [H, N_dst, N_src]
+    logits = logits.masked_fill(counts == 0, float('-inf'))
+    top = logits.amax(dim=-1, keepdim=True).clamp(
+        min=torch.finfo(logits.dtype).min)
+    weights = counts * (logits - top).exp()  # [H, N_dst, N_src]
+    total = weights.sum(dim=-1, keepdim=True)
+    weights = weights / torch.where(total > 0, total, torch.ones_like(total))
+    return torch.einsum('hij,jhc->ihc', weights, value)  # [N_dst, H, C]
+
+
+def reference_dual_space_attention(conv, x: Tensor, edge_index: Tensor,
+                                   latent_edge_index: Tensor,
+                                   edge_attr: Tensor = None) -> Tensor:
+    """:class:`~pyg_attn.nn.DualSpaceAttentionConv` (without dropout) with
+    its own weights, from dense attention matrices over the given graph and
+    latent edges: graph attention, latent attention, cross attention whose
+    queries are the graph attention's output, fused.  With ``edge_attr`` the
+    graph attention is the per-destination loop of
+    :func:`reference_dot_product_attention` instead (an edge feature belongs
+    to an edge, not to a node pair)."""
+    N, H, C = x.size(0), conv.heads, conv.out_channels
+
+    def project(attention, x_dst, x_src):
+        return (attention.lin_query(x_dst).view(-1, H, C),
+                attention.lin_key(x_src).view(-1, H, C),
+                attention.lin_value(x_src).view(-1, H, C))
+
+    qkv = project(conv.graph_attention, x, x)
+    if edge_attr is None:
+        graph = reference_dense_attention(*qkv, edge_index, N)
+    else:
+        edge_emb = conv.graph_attention.lin_edge(edge_attr).view(-1, H, C)
+        graph = reference_dot_product_attention(*qkv, edge_index, N, edge_emb)
+    graph = graph.reshape(N, H * C)
+    latent = reference_dense_attention(*project(conv.latent_attention, x, x),
+                                       latent_edge_index, N).reshape(N, H * C)
+    cross = reference_dense_attention(
+        *project(conv.cross_attention, graph, x), latent_edge_index,
+        N).reshape(N, H * C)
+    branches = [graph, latent, cross]
+    if not conv.concat:
+        branches = [b.view(N, H, C).mean(dim=1) for b in branches]
+    if conv.fusion == 'linear':
+        out = conv.lin_fusion(torch.cat(branches, dim=-1))
+    else:
+        gate = torch.softmax(conv.lin_gate(torch.cat(branches, dim=-1)), -1)
+        out = sum(gate[:, s:s + 1] * b for s, b in enumerate(branches))
+    if conv.root_weight:
+        out = out + conv.lin_skip(x)
+    return out

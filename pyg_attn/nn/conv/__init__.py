@@ -6,6 +6,7 @@ from pyg_attn.nn.conv.poincare_attention_conv import PoincareAttentionConv
 from pyg_attn.nn.conv.local_global_attention_conv import LocalGlobalAttentionConv
 from pyg_attn.nn.conv.rotary_attention_conv import RotaryAttentionConv
 from pyg_attn.nn.conv.moe_attention_conv import EuclideanWrapper, MoEAttentionConv
+from pyg_attn.nn.conv.dual_space_attention_conv import DualSpaceAttentionConv
 
 __all__ = [
     'DotProductAttentionConv',
@@ -17,4 +18,5 @@ __all__ = [
     'RotaryAttentionConv',
     'EuclideanWrapper',
     'MoEAttentionConv',
+    'DualSpaceAttentionConv',
 ]
