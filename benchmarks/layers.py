@@ -27,15 +27,43 @@ import torch
 import torch_geometric
 from torch_geometric.nn import GATConv, TransformerConv
 
-from pyg_attn.nn import (DotProductAttentionConv, EdgeGATConv,
-                         FlashAttentionConv)
+from pyg_attn.nn import (DotProductAttentionConv, DualSpaceAttentionConv,
+                         EdgeGATConv, FlashAttentionConv,
+                         LocalGlobalAttentionConv, PoincareAttentionConv,
+                         RotaryAttentionConv)
 
 HEADS, CHANNELS, EDGE_DIM = 8, 32, 16
 PAIRS = {  # name: (ours, PyG peer); both built with the same arguments
     'dot_product': (DotProductAttentionConv, TransformerConv),
     'edge_gat': (EdgeGATConv, GATConv),
     'flash': (FlashAttentionConv, TransformerConv),
+    'local_global': (LocalGlobalAttentionConv, TransformerConv),
+    'local_global_dot': (LocalGlobalAttentionConv, DotProductAttentionConv),
+    'rotary': (RotaryAttentionConv, TransformerConv),
+    'rotary_dot': (RotaryAttentionConv, DotProductAttentionConv),
+    # no same-weight peer for these: the ratio is the price of the mechanism
+    'poincare': (PoincareAttentionConv, TransformerConv),
+    'poincare_dot': (PoincareAttentionConv, DotProductAttentionConv),
+    'dual_space': (DualSpaceAttentionConv, TransformerConv),
 }
+
+
+def edge_inputs(layer, edge_index) -> dict:
+    """Seeded per-edge inputs a layer takes besides ``edge_attr``:
+    ``edge_type`` in {0, 1} for LocalGlobalAttentionConv (half the edges
+    global, two partitions), ``edge_pos`` a hop count in {1, 2, 3} for
+    RotaryAttentionConv."""
+    gen = torch.Generator().manual_seed(1)
+    num_edges = edge_index.size(1)
+    if layer is LocalGlobalAttentionConv:
+        return dict(edge_type=torch.randint(0, 2, (num_edges, ),
+                                            generator=gen))
+    if layer is RotaryAttentionConv:
+        return dict(edge_pos=torch.randint(1, 4, (num_edges, ),
+                                           generator=gen).float())
+    return {}
+
+
 SYNTHETIC = {'synthetic': (50_000, 1_000_000), 'large': (100_000, 2_000_000)}
 GRAPHS = ('cora', ) + tuple(SYNTHETIC)
 
@@ -65,23 +93,25 @@ def make_layer(pair: str, which: int, in_channels: int):
                               edge_dim=EDGE_DIM)
 
 
-def step(conv, x, edge_index, edge_attr) -> None:
+def step(conv, x, edge_index, edge_attr, extra=None) -> None:
     x = x.clone().requires_grad_()
-    conv(x, edge_index, edge_attr).sum().backward()
+    conv(x, edge_index, edge_attr=edge_attr, **(extra or {})).sum().backward()
     conv.zero_grad(set_to_none=True)
 
 
 def time_pair(pair: str, graph, repeats: int):
     x, edge_index, edge_attr = graph
     ours, peer = (make_layer(pair, i, x.size(1)) for i in (0, 1))
-    ours.load_state_dict(peer.state_dict())
+    if ours.state_dict().keys() == peer.state_dict().keys():
+        ours.load_state_dict(peer.state_dict())
+    extras = [edge_inputs(PAIRS[pair][i], edge_index) for i in (0, 1)]
     times = ([], [])
     for i, conv in enumerate((ours, peer)):
-        step(conv, *graph)
+        step(conv, *graph, extras[i])
     for _ in range(repeats):
         for i, conv in enumerate((ours, peer)):
             start = time.perf_counter()
-            step(conv, *graph)
+            step(conv, *graph, extras[i])
             times[i].append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
 
@@ -98,10 +128,11 @@ def memory_probe(pair: str, which: int, graph_name: str, root) -> int:
     in a child process)."""
     graph = make_graph(graph_name, root)
     conv = make_layer(pair, which, graph[0].size(1))
-    step(conv, *graph)  # lazy initialisation, one-off allocations
+    extra = edge_inputs(PAIRS[pair][which], graph[1])
+    step(conv, *graph, extra)  # lazy initialisation, one-off allocations
     Path('/proc/self/clear_refs').write_text('5')  # reset the peak (VmHWM)
     base = _status_kib('VmRSS')
-    step(conv, *graph)
+    step(conv, *graph, extra)
     return (_status_kib('VmHWM') - base) * 1024
 
 
@@ -137,8 +168,9 @@ def main(argv=None):
     if args.sweep_edges:
         return sweep_edges(args)
     rows = []
-    print(f'{"graph":<10} {"layer":<26} {"ours ms":>9} {"PyG ms":>9} '
-          f'{"time":>6} {"ours MiB":>9} {"PyG MiB":>9} {"mem":>6}')
+    print(f'{"graph":<10} {"layer":<26} {"peer":<24} {"ours ms":>9} '
+          f'{"peer ms":>9} {"time":>6} {"ours MiB":>9} {"peer MiB":>9} '
+          f'{"mem":>6}')
     for graph_name in args.graphs:
         graph = make_graph(graph_name, args.root)
         for pair in args.pairs:
@@ -153,8 +185,8 @@ def main(argv=None):
                        mem_ours_bytes=m_ours, mem_peer_bytes=m_peer,
                        mem_ratio=m_ours / m_peer)
             rows.append(row)
-            print(f'{graph_name:<10} {row["layer"]:<26} {t_ours * 1e3:9.1f} '
-                  f'{t_peer * 1e3:9.1f} {row["time_ratio"]:6.2f} '
+            print(f'{graph_name:<10} {row["layer"]:<26} {row["peer"]:<24} '
+                  f'{t_ours * 1e3:9.1f} {t_peer * 1e3:9.1f} {row["time_ratio"]:6.2f} '
                   f'{m_ours / 2**20:9.1f} {m_peer / 2**20:9.1f} '
                   f'{row["mem_ratio"]:6.2f}', flush=True)
     meta = dict(torch=torch.__version__, torch_geometric=torch_geometric
