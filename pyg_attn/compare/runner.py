@@ -1,0 +1,154 @@
+r"""Trains every mechanism of
+:func:`~pyg_attn.compare.available_mechanisms` on one dataset with one
+protocol and collects one row per mechanism."""
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+from pyg_attn.compare.mechanisms import Mechanism, available_mechanisms
+from pyg_attn.compare.memory import PeakMemory
+from pyg_attn.compare.training import QUICK, Protocol, run_seed
+from pyg_attn.datasets import load_planetoid
+
+
+def _planetoid(name: str) -> Callable:
+    def load(root: Optional[str] = None):
+        return load_planetoid(name, root=root)
+    return load
+
+
+# Node classification datasets with a fixed split, by name: each loader
+# takes the data root and returns a PyG dataset whose first graph has
+# train/val/test masks.  To add one, add a loader here.
+DATASETS: Dict[str, Callable] = {
+    'Cora': _planetoid('Cora'),
+    'CiteSeer': _planetoid('CiteSeer'),
+}
+
+
+def train_mechanism(
+    mechanism: Mechanism,
+    dataset: Any,
+    protocol: Protocol,
+    device: str = 'cpu',
+    progress: Any = None,
+) -> Dict[str, Any]:
+    r"""Trains one mechanism for :obj:`protocol.seeds` seeds and returns its
+    row: test accuracy mean and (population) standard deviation over seeds,
+    mean time per epoch, peak memory above the start of training, learnable
+    parameters, and the per-seed results.
+
+    Args:
+        mechanism (Mechanism): The mechanism.
+        dataset: A PyG dataset of one graph with train/val/test masks.
+        protocol (Protocol): Seeds, epochs and patience.
+        device (str, optional): The device. (default: :obj:`"cpu"`)
+        progress (tqdm, optional): Advanced once per epoch; its total shrinks
+            by the epochs early stopping saves. (default: :obj:`None`)
+    """
+    hp = mechanism.hyperparameters()
+    start = time.perf_counter()
+    data = mechanism.data_transform(hp)(dataset[0]).to(device)
+    transform_time = time.perf_counter() - start
+    runs = []
+    with PeakMemory(device) as memory:
+        for seed in range(protocol.seeds):
+            runs.append(run_seed(mechanism, data, dataset.num_classes, seed,
+                                 hp, epochs=protocol.epochs,
+                                 patience=protocol.patience,
+                                 progress=progress))
+            if progress is not None:
+                progress.total -= protocol.epochs - runs[-1]['epochs']
+                progress.refresh()
+    accs = [run['test_acc'] for run in runs]
+    return dict(
+        mechanism=mechanism.name, layer=mechanism.layer,
+        origin=mechanism.origin,
+        accuracy_mean=statistics.mean(accs),
+        accuracy_std=statistics.pstdev(accs),
+        epoch_ms=1000 * statistics.mean(run['epoch_time'] for run in runs),
+        peak_mib=None if memory.peak is None else memory.peak / 2**20,
+        parameters=runs[0]['parameters'],
+        num_edges=data.edge_index.size(1),
+        transform_s=transform_time,
+        accuracies=accs,
+        val_accuracies=[run['val_acc'] for run in runs],
+        best_epochs=[run['best_epoch'] for run in runs],
+        epochs=[run['epochs'] for run in runs],
+        hyperparameters=vars(hp).copy(),
+        note=mechanism.note,
+        memory_method=memory.method,
+    )
+
+
+def compare(
+    dataset: str = 'Cora',
+    root: Optional[str] = None,
+    names: Optional[Sequence[str]] = None,
+    protocol: Protocol = QUICK,
+    device: str = 'cpu',
+    show_progress: bool = True,
+) -> List[Dict[str, Any]]:
+    r"""Trains the chosen mechanisms (all available ones by default) on
+    :obj:`dataset` and returns one row per mechanism (see
+    :func:`train_mechanism`), in table order.
+
+    Args:
+        dataset (str, optional): A key of :obj:`DATASETS`.
+            (default: :obj:`"Cora"`)
+        root (str, optional): The data root (see
+            :func:`~pyg_attn.datasets.data_root`). (default: :obj:`None`)
+        names (sequence of str, optional): Mechanism names; :obj:`None` for
+            all. (default: :obj:`None`)
+        protocol (Protocol, optional): (default: :obj:`QUICK`)
+        device (str, optional): (default: :obj:`"cpu"`)
+        show_progress (bool, optional): Show a tqdm progress bar.
+            (default: :obj:`True`)
+
+    Raises:
+        ValueError: An unknown dataset or mechanism name.
+        FileNotFoundError: The dataset's raw files are missing (the message
+            says which files to put where).
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"'dataset' ({dataset!r}) must be one of "
+                         f"{list(DATASETS)}")
+    available = available_mechanisms()
+    names = list(available) if names is None else list(names)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(f'unknown or unavailable mechanisms {unknown}; '
+                         f'available: {list(available)}')
+    data = DATASETS[dataset](root)
+    rows = []
+    total = len(names) * protocol.seeds * protocol.epochs
+    with tqdm(total=total, unit='epoch', disable=not show_progress,
+              dynamic_ncols=True) as progress:
+        for name in names:
+            progress.set_description(f'{dataset} {name}')
+            rows.append(train_mechanism(available[name], data, protocol,
+                                        device, progress))
+    return rows
+
+
+def environment(device: str = 'cpu') -> Dict[str, Any]:
+    r"""Versions and hardware, stored beside the results."""
+    import platform
+
+    import torch_geometric
+
+    import pyg_attn
+    info = dict(torch=torch.__version__,
+                torch_geometric=torch_geometric.__version__,
+                pyg_attn=pyg_attn.__version__,
+                python=platform.python_version(),
+                platform=platform.platform(),
+                processor=platform.processor() or platform.machine(),
+                threads=torch.get_num_threads(), device=str(device),
+                dtype='float32')
+    if torch.device(device).type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(torch.device(device))
+    return info
