@@ -1,0 +1,87 @@
+"""Executes both benchmark notebooks with nbclient, as CI does: on temporary
+copies, in quick mode (each re-runs tiny suites into a temporary folder) and
+on a results folder with nothing in it; a failing cell fails the test."""
+import importlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ['compare_mechanisms.ipynb', 'scaling.ipynb']
+COMMITTED = ROOT / 'benchmarks' / 'results'
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module('benchmarks.run')
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob('*')}
+
+
+def outputs(nb, kind: str) -> list:
+    return [o for cell in nb.cells if cell.cell_type == 'code'
+            for o in cell.outputs if kind in o.get('data', {})]
+
+
+def notes(nb) -> str:
+    return '\n'.join(o['data']['text/markdown']
+                     for o in outputs(nb, 'text/markdown'))
+
+
+@pytest.mark.parametrize('name', NOTEBOOKS)
+def test_quick_mode(bench, name, tmp_path, planetoid_root, monkeypatch):
+    monkeypatch.setenv('PYG_ATTN_DATA', planetoid_root)
+    src = ROOT / 'benchmarks' / name
+    original, before = src.read_bytes(), snapshot(COMMITTED)
+    copy = tmp_path / name
+    shutil.copy(src, copy)
+    nb = bench.execute_notebook(copy, quick=True, timeout=600)
+    assert src.read_bytes() == original
+    assert snapshot(COMMITTED) == before  # quick results go to a temp dir
+    assert 'quick mode:' in notes(nb)
+    assert 'is missing' not in notes(nb) and 'failed' not in notes(nb)
+    assert len(outputs(nb, 'image/png')) >= 2
+
+
+def layers_json() -> dict:
+    """A ``benchmarks.layers`` result file, as written before the harness."""
+    row = dict(graph='cora', layer='EdgeGATConv', peer='GATConv',
+               num_nodes=2708, num_edges=10556, time_ours_s=0.08,
+               time_peer_s=0.1, time_ratio=0.8, mem_ours_bytes=6e7,
+               mem_peer_bytes=9e7, mem_ratio=0.67)
+    return dict(meta=dict(torch='x'), rows=[row])
+
+
+def test_missing_results_give_notes(bench, tmp_path):
+    """Without the harness's files: a note per missing file, and the
+    compare notebook falls back to benchmarks.layers' layers.json."""
+    results = tmp_path / 'results'
+    results.mkdir()
+    (results / 'layers.json').write_text(json.dumps(layers_json()))
+    for name in NOTEBOOKS:
+        copy = tmp_path / name
+        shutil.copy(ROOT / 'benchmarks' / name, copy)
+        nb = bench.execute_notebook(copy, results_dir=results, timeout=600)
+        suites = ['accuracy', 'speed', 'memory'] if name.startswith(
+            'compare') else ['scaling']
+        for suite in suites:
+            assert f'{results / suite}.json` is missing' in notes(nb)
+        if name.startswith('compare'):
+            assert notes(nb).count('Showing `layers.json`') == 2
+            assert len(outputs(nb, 'image/png')) == 2  # time and memory
+
+
+@pytest.mark.parametrize('name', NOTEBOOKS)
+def test_no_layer_defined_in_notebook(name):
+    nb = json.loads((ROOT / 'benchmarks' / name).read_text())
+    code = '\n'.join(''.join(c['source']) for c in nb['cells']
+                     if c['cell_type'] == 'code')
+    assert not re.search(r'^\s*class\s', code, re.MULTILINE)
+    assert 'MessagePassing' not in code and 'nn.Module' not in code
+    assert any(c['cell_type'] == 'markdown' for c in nb['cells'])

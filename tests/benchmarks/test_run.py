@@ -1,0 +1,235 @@
+"""Tiny runs of each suite of ``benchmarks.run`` (no gate) into a temporary
+folder, and the harness's pieces: metadata, files, gate, accuracy sources,
+scaling children."""
+import csv
+import importlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+META_KEYS = {'torch', 'torch_geometric', 'pyg_attn', 'cpu', 'gpu', 'dtype',
+             'threads', 'date', 'command', 'git_commit', 'gate', 'quick'}
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module('benchmarks.run')
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory) -> str:
+    r"""A writable root with copies of Cora's and disease_lp's raw files."""
+    from conftest import shared_datasets
+    root = tmp_path_factory.mktemp('data')
+    for name in ['Cora', 'disease_lp']:
+        src = shared_datasets() / name / 'raw'
+        if not src.is_dir():
+            pytest.skip(f'raw {name} files not found in {src.parent.parent}')
+        shutil.copytree(src, root / name / 'raw')
+        for path in (root / name).rglob('*'):
+            path.chmod(path.stat().st_mode | 0o200)
+    return str(root)
+
+
+def read(out: Path, suite: str):
+    result = json.loads((out / f'{suite}.json').read_text())
+    assert META_KEYS <= set(result['meta'])
+    assert result['meta']['suite'] == suite
+    assert result['meta']['gate'] == 'skipped'
+    lines = (out / f'{suite}.csv').read_text().splitlines()
+    comments = [line for line in lines if line.startswith('# ')]
+    assert '# dtype: float32' in comments
+    assert any(line.startswith('# command: python -m benchmarks.run ')
+               for line in comments)
+    rows = list(csv.DictReader(line for line in lines
+                               if not line.startswith('#')))
+    assert len(rows) == len(result['rows'])
+    return result
+
+
+def test_accuracy_through_compare_and_example(bench, data_root, tmp_path,
+                                              monkeypatch):
+    pytest.importorskip('pyg_attn.compare')
+    monkeypatch.setitem(bench.TASKS, 'nowhere', ('missing_script.py', 'x'))
+    code = bench.main(['--suite', 'accuracy', '--quick', '--no-gate',
+                       '--out-dir', str(tmp_path), '--root', data_root,
+                       '--datasets', 'Cora', 'disease_lp', 'nowhere',
+                       '--convs', 'gcn', '--seeds', '1', '--epochs', '2'])
+    assert code == 0
+    result = read(tmp_path, 'accuracy')
+    cora, disease = result['rows']
+    assert cora['script'] == 'pyg_attn.compare'
+    assert cora['command'] == ('pyg-attn compare --dataset Cora --seeds 1 '
+                               '--epochs 2 --mechanisms gcn')
+    assert cora['metric'] == 'accuracy' and cora['origin'] == 'PyG'
+    assert cora['parameters'] > 0 and cora['epoch_time_s'] > 0
+    assert disease['script'] == 'examples/link_prediction.py'
+    assert disease['metric'] == 'roc_auc'
+    assert disease['command'] == ('python examples/link_prediction.py '
+                                  '--dataset disease_lp --conv gcn --root '
+                                  f'{data_root} --seeds 1 --epochs 2')
+    for row in (cora, disease):
+        assert row['conv'] == 'gcn' and row['num_runs'] == 1
+        assert 0.0 <= row['mean'] <= 1.0 and len(row['values']) == 1
+    assert result['notes'] == [
+        'nowhere: examples/missing_script.py does not exist yet; skipped']
+
+
+def test_accuracy_records_missing_data(bench, tmp_path):
+    code = bench.main(['--suite', 'accuracy', '--no-gate', '--out-dir',
+                       str(tmp_path), '--root', str(tmp_path / 'empty'),
+                       '--datasets', 'disease_lp', '--convs', 'gcn'])
+    assert code == 1
+    row, = read(tmp_path, 'accuracy')['rows']
+    assert row['conv'] == 'gcn' and 'data missing' in row['error']
+
+
+def test_example_options_read_each_script(bench):
+    options = bench.example_options(bench.load_example(
+        'node_classification.py'))
+    assert {'--dataset', '--conv', '--seeds', '--epochs'} <= set(options)
+    assert 'Cora' in options['--dataset'].choices
+    assert bench.load_example('missing_script.py') is None
+    for script in {s for s, _ in bench.TASKS.values()}:
+        module = bench.load_example(script)
+        if module is not None:
+            options = bench.example_options(module)
+            assert options['--conv'].choices and '--out' in options
+
+
+@pytest.mark.parametrize('result, expected', [
+    (dict(accuracies=[0.8, 0.9], mean=0.85, std=0.05, epoch_time_mean=0.1),
+     dict(metric='accuracy', mean=0.85, num_runs=2, epoch_time_s=0.1)),
+    (dict(roc_auc=[0.7], roc_auc_mean=0.7, roc_auc_std=0.0, ap=[0.6],
+          ap_mean=0.6, ap_std=0.0), dict(metric='roc_auc', mean=0.7)),
+    (dict(test_auc=[0.9, 0.8], mean=0.85, std=0.05),
+     dict(metric='roc_auc', mean=0.85, num_runs=2)),
+])
+def test_summarise(bench, result, expected):
+    summary = bench.summarise(result)
+    assert {k: summary[k] for k in expected} == expected
+    with pytest.raises(ValueError, match='no known metric'):
+        bench.summarise(dict(mean=0.5))
+
+
+def test_speed_every_pair(bench, tmp_path):
+    assert bench.main(['--suite', 'speed', '--no-gate', '--out-dir',
+                       str(tmp_path), '--graphs', 'random-60-300',
+                       '--repeats', '1']) == 0
+    result = read(tmp_path, 'speed')
+    assert [r['pair'] for r in result['rows']] == list(bench.layers.PAIRS)
+    for row in result['rows']:
+        assert row['num_nodes'] == 60 and row['num_edges'] == 300
+        assert row['time_ratio'] == pytest.approx(
+            row['time_ours_s'] / row['time_peer_s'])
+    assert result['meta']['heads'] == bench.layers.HEADS
+
+
+def test_memory_ratio_and_failed_probe(bench, tmp_path, monkeypatch):
+    def fake(pair, which, graph_name, root):
+        if pair == 'bad':
+            raise subprocess.CalledProcessError(1, 'probe', stderr='boom')
+        return 300 if which == 0 else 400
+
+    good = next(iter(bench.layers.PAIRS))
+    monkeypatch.setitem(bench.layers.PAIRS, 'bad', bench.layers.PAIRS[good])
+    monkeypatch.setattr(bench.layers, 'measure_memory', fake)
+    code = bench.main(['--suite', 'memory', '--no-gate', '--out-dir',
+                       str(tmp_path), '--graphs', 'random-30-90',
+                       '--pairs', good, 'bad'])
+    assert code == 1
+    ok, bad = read(tmp_path, 'memory')['rows']
+    assert ok['mem_ratio'] == 0.75 and 'error' not in ok
+    assert bad['error'] == 'memory probe failed (exit code 1): boom'
+
+
+def test_unknown_names_stop_early(bench, tmp_path):
+    with pytest.raises(SystemExit, match='unknown pair'):
+        bench.main(['--suite', 'speed', '--no-gate', '--pairs', 'nope'])
+    with pytest.raises(SystemExit, match='unknown graph'):
+        bench.main(['--suite', 'speed', '--no-gate', '--graphs', 'nope'])
+    with pytest.raises(SystemExit, match='unknown dataset'):
+        bench.main(['--suite', 'accuracy', '--no-gate', '--datasets', 'x'])
+    assert not list(tmp_path.iterdir())
+
+
+def test_scaling_one_child(bench, tmp_path):
+    assert bench.main(['--suite', 'scaling', '--quick', '--no-gate',
+                       '--out-dir', str(tmp_path), '--layers', 'exact',
+                       'linear', 'dense', '--nodes', '100', '200', '400',
+                       '--degree-nodes', '100', '--degrees', '2', '4',
+                       '--dense-max-nodes', '200', '--repeats', '1']) == 0
+    result = read(tmp_path, 'scaling')
+    points = {(r['layer'], r['sweep'], r['num_nodes'], r['degree'])
+              for r in result['rows']}
+    assert points == {
+        ('exact', 'nodes', 100, 10), ('exact', 'nodes', 200, 10),
+        ('exact', 'nodes', 400, 10), ('exact', 'degree', 100, 2),
+        ('exact', 'degree', 100, 4), ('linear', 'nodes', 100, 10),
+        ('linear', 'nodes', 200, 10), ('linear', 'nodes', 400, 10),
+        ('linear', 'degree', 100, 2), ('linear', 'degree', 100, 4),
+        ('dense', 'nodes', 100, 10), ('dense', 'nodes', 200, 10),
+        ('dense', 'degree', 100, 2), ('dense', 'degree', 100, 4)}
+    assert all(r['time_s'] > 0 and r['mem_bytes'] >= 0
+               for r in result['rows'])
+    slopes = {(s['sweep'], s['layer']): s for s in result['slopes']}
+    assert slopes['nodes', 'exact']['points'] == 3
+    assert isinstance(slopes['nodes', 'exact']['time_slope'], float)
+    assert result['meta']['config']['dense_max_nodes'] == 200
+    assert (tmp_path / 'scaling_slopes.csv').is_file()
+
+
+def test_scaling_measure_in_process(bench):
+    for layer in bench.scaling.LAYERS:
+        result = bench.scaling.measure(layer, 40, 3, 1, 0, chunk_size=16)
+        assert result['time_s'] > 0 and result['mem_bytes'] >= 0
+
+
+def test_scaling_failure_skips_larger_cases(bench, monkeypatch, capsys):
+    def fake(layer, num_nodes, degree, repeats, seed, chunk_size=None):
+        if num_nodes >= 200:
+            raise RuntimeError('out of memory')
+        return dict(time_s=1.0, mem_bytes=1)
+
+    monkeypatch.setattr(bench.scaling, 'measure', fake)
+    cases = bench.scaling.plan([100, 200, 400], 2, 100, [1], 1000,
+                               ['exact'])
+    bench.scaling.probe(cases)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r.get('error') for r in rows] == [
+        None, 'RuntimeError: out of memory',
+        'skipped: a smaller case failed', None]
+
+
+def test_slopes(bench):
+    rows = [dict(layer='a', sweep='nodes', num_nodes=n, degree=1,
+                 time_s=n ** 2, mem_bytes=n) for n in (10, 100, 1000, 10000)]
+    rows.append(dict(layer='a', sweep='nodes', num_nodes=10 ** 5, degree=1,
+                     error='x'))
+    fit, = bench.scaling.slopes(rows)
+    assert fit['time_slope'] == pytest.approx(2.0)
+    assert fit['mem_slope_last3'] == pytest.approx(1.0)
+    assert fit['points'] == 4 and fit['x_max'] == 10000
+
+
+def test_gate(bench, tmp_path):
+    (tmp_path / 'test_ok.py').write_text('def test_ok():\n    pass\n')
+    (tmp_path / 'test_bad.py').write_text('def test_bad():\n    assert 0\n')
+    assert 'passed' in bench.run_gate([str(tmp_path / 'test_ok.py')])
+    with pytest.raises(SystemExit, match='gate failed.*--no-gate'):
+        bench.run_gate([str(tmp_path / 'test_bad.py')])
+
+
+def test_quick_results_stay_out_of_published_folder(bench, monkeypatch):
+    args = bench.parse_args(['--suite', 'speed', '--quick'])
+    assert bench.results_folder(args) == bench.RESULTS / 'quick'
+    assert bench.results_folder(bench.parse_args(['--suite', 'all'])) == \
+        bench.RESULTS
+    assert bench.parse_args(['--suite', 'all']).suite == list(bench.SUITES)
+    with pytest.raises(SystemExit):
+        bench.parse_args([])
