@@ -6,6 +6,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
+from torch_geometric.data import Data
 from tqdm import tqdm
 
 from pyg_attn.compare.mechanisms import Mechanism, available_mechanisms
@@ -35,6 +36,7 @@ def train_mechanism(
     protocol: Protocol,
     device: str = 'cpu',
     progress: Any = None,
+    data: Optional[Data] = None,
 ) -> Dict[str, Any]:
     r"""Trains one mechanism for :obj:`protocol.seeds` seeds and returns its
     row: test accuracy mean and (population) standard deviation over seeds,
@@ -48,11 +50,19 @@ def train_mechanism(
         device (str, optional): The device. (default: :obj:`"cpu"`)
         progress (tqdm, optional): Advanced once per epoch; its total shrinks
             by the epochs early stopping saves. (default: :obj:`None`)
+        data (Data, optional): :obj:`dataset[0]` already passed through
+            :meth:`Mechanism.data_transform`, for a caller that inspects the
+            graph it trains on (e.g. counts HNSW edges per layer); the row's
+            :obj:`transform_s` is then :obj:`None`. (default: :obj:`None`:
+            transform :obj:`dataset[0]` here)
     """
     hp = mechanism.hyperparameters()
-    start = time.perf_counter()
-    data = mechanism.data_transform(hp)(dataset[0]).to(device)
-    transform_time = time.perf_counter() - start
+    transform_time = None
+    if data is None:
+        start = time.perf_counter()
+        data = mechanism.data_transform(hp)(dataset[0])
+        transform_time = time.perf_counter() - start
+    data = data.to(device)
     runs = []
     with PeakMemory(device) as memory:
         for seed in range(protocol.seeds):

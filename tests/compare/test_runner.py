@@ -1,6 +1,9 @@
 import pytest
+import torch
+from torch_geometric.data import Data
 
-from pyg_attn.compare import DATASETS, compare, environment
+from pyg_attn.compare import (DATASETS, Protocol, available_mechanisms,
+                              compare, environment, train_mechanism)
 
 
 def test_datasets():
@@ -26,3 +29,24 @@ def test_environment():
     assert {'torch', 'torch_geometric', 'pyg_attn', 'python', 'threads',
             'device', 'dtype'} <= set(info)
     assert info['device'] == 'cpu' and 'gpu' not in info
+
+
+def test_train_mechanism_prepared_data():
+    class Toy(list):
+        num_classes = 2
+
+    n = 12
+    ring = torch.arange(n)
+    mask = ring % 3 == 0
+    dataset = Toy([Data(x=torch.rand(n, 5), y=ring % 2,
+                        edge_index=torch.stack([ring, (ring + 1) % n]),
+                        train_mask=mask, val_mask=ring % 3 == 1,
+                        test_mask=ring % 3 == 2)])
+    gat = available_mechanisms()['gat']
+    protocol = Protocol(seeds=1, epochs=2, patience=2)
+    row = train_mechanism(gat, dataset, protocol)
+    assert row['num_edges'] == n and row['transform_s'] >= 0
+    data = gat.data_transform(gat.hyperparameters())(dataset[0])
+    data.edge_index = data.edge_index[:, :5]  # the graph given is used
+    row = train_mechanism(gat, dataset, protocol, data=data)
+    assert row['num_edges'] == 5 and row['transform_s'] is None
