@@ -36,7 +36,6 @@ layers' own defaults otherwise (``dot_product`` and ``transformer`` keep their
 root weight: with sampled neighbourhoods a self-loop edge could be left out).
 """
 import argparse
-import json
 import os
 import os.path as osp
 import sys
@@ -60,7 +59,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-import pyg_attn  # noqa: E402
+from pyg_attn.compare import environment, write_json  # noqa: E402
 from pyg_attn.datasets import load_planetoid  # noqa: E402
 from pyg_attn.nn import (  # noqa: E402
     AttentionNet,
@@ -429,13 +428,9 @@ def train(args, device: torch.device, rank: int, world_size: int) -> int:
         best_test_acc=history['test_acc'][best],
         best_val_acc=history['val_acc'][best], epoch_time_mean=epoch_time,
         **history, args=vars(args),
-        versions=dict(torch=torch.__version__,
-                      torch_geometric=torch_geometric.__version__,
-                      pyg_attn=pyg_attn.__version__),
+        versions=environment(),
     )
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        json.dump(results, f, indent=2)
+    write_json(results, args.out)
     print(f'wrote {args.out}')
     return 0
 

@@ -26,8 +26,6 @@ Example::
     python examples/heterophilous.py --conv gat --splits 2 --epochs 200 --hidden 128
 """
 import argparse
-import json
-import os
 import os.path as osp
 import statistics
 import sys
@@ -36,7 +34,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torch_geometric
 from torch import Tensor
 from torch_geometric.datasets import HeterophilousGraphDataset
 from torch_geometric.nn import GATConv, GCNConv
@@ -44,7 +41,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-import pyg_attn  # noqa: E402
+from pyg_attn.compare import environment, write_json  # noqa: E402
 from pyg_attn.datasets import data_root  # noqa: E402
 from pyg_attn.nn import (  # noqa: E402
     DotProductAttentionConv,
@@ -256,13 +253,9 @@ def main(argv=None) -> int:
         test_auc=aucs, mean=mean, std=std, epoch_time_mean=epoch_time,
         val_auc=[run['val_auc'] for run in runs],
         best_epochs=[run['best_epoch'] for run in runs], args=vars(args),
-        versions=dict(torch=torch.__version__,
-                      torch_geometric=torch_geometric.__version__,
-                      pyg_attn=pyg_attn.__version__),
+        versions=environment(args.device),
     )
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        json.dump(results, f, indent=2)
+    write_json(results, args.out)
     print(f'wrote {args.out}')
     return 0
 

@@ -65,8 +65,6 @@ Example::
         --layers local_global --variants hnsw keep
 """
 import argparse
-import json
-import os
 import os.path as osp
 import sys
 import time
@@ -81,6 +79,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from pyg_attn.compare import (  # noqa: E402
+    write_json,
     FULL,
     Mechanism,
     Protocol,
@@ -284,9 +283,7 @@ def main(argv=None) -> int:
 
     results = dict(args=vars(args), environment=environment(args.device),
                    rows=rows)
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        json.dump(results, f, indent=2)
+    write_json(results, args.out)
     print(f'wrote {args.out}')
     return 0
 

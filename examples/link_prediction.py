@@ -40,8 +40,6 @@ Example::
     python examples/link_prediction.py --dataset disease_lp --conv poincare
 """
 import argparse
-import json
-import os
 import os.path as osp
 import statistics
 import sys
@@ -59,7 +57,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-import pyg_attn  # noqa: E402
+from pyg_attn.compare import environment, write_json  # noqa: E402
 from pyg_attn.datasets import DiseaseLP, load_planetoid  # noqa: E402
 from pyg_attn.nn import (  # noqa: E402
     DotProductAttentionConv,
@@ -340,13 +338,9 @@ def main(argv=None) -> int:
         val_ap=[run['val_ap'] for run in runs],
         best_epochs=[run['best_epoch'] for run in runs],
         epochs=[run['epochs'] for run in runs], args=vars(args),
-        versions=dict(torch=torch.__version__,
-                      torch_geometric=torch_geometric.__version__,
-                      pyg_attn=pyg_attn.__version__),
+        versions=environment(args.device),
     )
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        json.dump(results, f, indent=2)
+    write_json(results, args.out)
     print(f'wrote {args.out}')
     return 0
 

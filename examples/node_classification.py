@@ -29,20 +29,17 @@ Example::
     python examples/node_classification.py --dataset Cora --conv edge_gat
 """
 import argparse
-import json
-import os
 import os.path as osp
 import statistics
 import sys
 from pathlib import Path
 
 import torch
-import torch_geometric
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-import pyg_attn  # noqa: E402
+from pyg_attn.compare import environment, write_json  # noqa: E402
 from pyg_attn.compare import available_mechanisms, run_seed  # noqa: E402
 from pyg_attn.datasets import load_planetoid  # noqa: E402
 
@@ -149,13 +146,9 @@ def main(argv=None) -> int:
         best_epochs=[run['best_epoch'] for run in runs],
         epochs=[run['epochs'] for run in runs],
         parameters=runs[0]['parameters'], args=vars(args),
-        versions=dict(torch=torch.__version__,
-                      torch_geometric=torch_geometric.__version__,
-                      pyg_attn=pyg_attn.__version__),
+        versions=environment(args.device),
     )
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        json.dump(results, f, indent=2)
+    write_json(results, args.out)
     print(f'wrote {args.out}')
     return 0
 

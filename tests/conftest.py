@@ -29,12 +29,11 @@ def shared_datasets() -> Path:
     return Path(env) if env else SHARED_DATASETS
 
 
-@pytest.fixture(scope='session')
-def planetoid_root(tmp_path_factory) -> str:
-    r"""A writable data root holding copies of Cora and CiteSeer's raw
-    files, shared by every test of the session."""
+def copy_raw(tmp_path_factory, names) -> str:
+    r"""A writable data root holding copies of the raw files of the datasets
+    :obj:`names`; skips the test when one is missing."""
     root = tmp_path_factory.mktemp('data')
-    for name in ['Cora', 'CiteSeer']:
+    for name in names:
         src = shared_datasets() / name / 'raw'
         if not src.is_dir():
             pytest.skip(f'raw {name} files not found in {src.parent.parent}')
@@ -42,3 +41,21 @@ def planetoid_root(tmp_path_factory) -> str:
         for path in (root / name).rglob('*'):
             path.chmod(path.stat().st_mode | 0o200)
     return str(root)
+
+
+@pytest.fixture(scope='session')
+def planetoid_root(tmp_path_factory) -> str:
+    r"""Cora and CiteSeer's raw files, shared by every test of the session."""
+    return copy_raw(tmp_path_factory, ['Cora', 'CiteSeer'])
+
+
+@pytest.fixture(scope='session')
+def disease_root(tmp_path_factory) -> str:
+    r"""disease_lp's raw files, shared by every test of the session."""
+    return copy_raw(tmp_path_factory, ['disease_lp'])
+
+
+@pytest.fixture(scope='session')
+def minesweeper_root(tmp_path_factory) -> str:
+    r"""minesweeper's raw file, shared by every test of the session."""
+    return copy_raw(tmp_path_factory, ['minesweeper'])

@@ -63,6 +63,9 @@ def write_csv(rows: List[Dict[str, Any]], path: str) -> None:
 
 
 def write_json(results: Dict[str, Any], path: str) -> None:
+    r"""Writes :obj:`results` to :obj:`path` as indented JSON, creating the
+    folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
         json.dump(results, f, indent=2)
 

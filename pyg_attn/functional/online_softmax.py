@@ -28,7 +28,7 @@ messages: with :math:`p_e = \exp(s_e - L_i)` and
 pulled back through the score and message functions by autograd, chunk by
 chunk.  Statistics are kept in float32 for float16/bfloat16 inputs.
 """
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import torch
 from torch import Tensor

@@ -4,7 +4,6 @@ scaling children."""
 import csv
 import importlib
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,16 +23,8 @@ def bench(monkeypatch):
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory) -> str:
     r"""A writable root with copies of Cora's and disease_lp's raw files."""
-    from conftest import shared_datasets
-    root = tmp_path_factory.mktemp('data')
-    for name in ['Cora', 'disease_lp']:
-        src = shared_datasets() / name / 'raw'
-        if not src.is_dir():
-            pytest.skip(f'raw {name} files not found in {src.parent.parent}')
-        shutil.copytree(src, root / name / 'raw')
-        for path in (root / name).rglob('*'):
-            path.chmod(path.stat().st_mode | 0o200)
-    return str(root)
+    from conftest import copy_raw
+    return copy_raw(tmp_path_factory, ['Cora', 'disease_lp'])
 
 
 def read(out: Path, suite: str):

@@ -1,5 +1,4 @@
 import os.path as osp
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +11,6 @@ from pyg_attn.datasets.disease import read_csr_npz
 
 FILES = ['disease_lp.edges.csv', 'disease_lp.feats.npz',
          'disease_lp.labels.npy']
-
-
-@pytest.fixture(scope='module')
-def disease_root(tmp_path_factory) -> str:
-    r"""A writable data root holding a copy of disease_lp's raw files."""
-    from conftest import shared_datasets
-    src = shared_datasets() / 'disease_lp' / 'raw'
-    if not src.is_dir():
-        pytest.skip(f'raw disease_lp files not found in {src.parent.parent}')
-    root = tmp_path_factory.mktemp('data')
-    shutil.copytree(src, root / 'disease_lp' / 'raw')
-    for path in (root / 'disease_lp').rglob('*'):
-        path.chmod(path.stat().st_mode | 0o200)
-    return str(root)
 
 
 def write_raw(root: Path, edges, feats: np.ndarray, labels: np.ndarray):

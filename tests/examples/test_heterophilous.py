@@ -1,15 +1,11 @@
 import importlib.util
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / 'examples' / 'heterophilous.py'
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / '..' / 'shared' / \
-    'datasets'
 CONVS = ['dual_space', 'dot_product', 'edge_gat', 'gat', 'gcn']
 
 
@@ -19,20 +15,6 @@ def script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope='module')
-def minesweeper_root(tmp_path_factory) -> str:
-    """A writable root holding a copy of minesweeper's raw file."""
-    shared = Path(os.environ.get('PYG_ATTN_DATA') or SHARED_DATASETS)
-    src = shared / 'minesweeper' / 'raw'
-    if not (src / 'minesweeper.npz').is_file():
-        pytest.skip(f'minesweeper.npz not found in {src}')
-    root = tmp_path_factory.mktemp('data')
-    shutil.copytree(src, root / 'minesweeper' / 'raw')
-    for path in (root / 'minesweeper').rglob('*'):
-        path.chmod(path.stat().st_mode | 0o200)
-    return str(root)
 
 
 def test_roc_auc_equals_pairwise_count(script):

@@ -1,7 +1,6 @@
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,20 +19,6 @@ def script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope='module')
-def disease_root(tmp_path_factory) -> str:
-    r"""A writable data root holding a copy of disease_lp's raw files."""
-    from conftest import shared_datasets
-    src = shared_datasets() / 'disease_lp' / 'raw'
-    if not src.is_dir():
-        pytest.skip(f'raw disease_lp files not found in {src.parent.parent}')
-    root = tmp_path_factory.mktemp('data')
-    shutil.copytree(src, root / 'disease_lp' / 'raw')
-    for path in (root / 'disease_lp').rglob('*'):
-        path.chmod(path.stat().st_mode | 0o200)
-    return str(root)
 
 
 def run(args, data_root):

@@ -342,7 +342,7 @@ def _kernel_attention(phi_q: Tensor, phi_k: Tensor, phi_kv: Tensor,
         num = torch.einsum('nhm,hmc->nhc', phi_q, kv)  # [N, H, C]
         den = (phi_q * z).sum(dim=-1)  # [N, H]
     else:
-        G, (N, H, m) = num_graphs, phi_q.shape
+        G, (_, H, m) = num_graphs, phi_q.shape
         num = graph_kernel_attention(phi_q, phi_kv, v, batch,
                                      G)  # [N, H, C]
         z = phi_q.new_zeros(G, H, m).index_add_(0, batch, phi_k)  # [G, H, m]

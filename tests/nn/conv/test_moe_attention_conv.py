@@ -1,6 +1,5 @@
 import pytest
 import torch
-from torch_geometric.data import Data
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
 from pyg_attn.nn import (DotProductAttentionConv, EdgeGATConv,
