@@ -134,19 +134,24 @@ def softmax_kernel_features(x: Tensor, w: Tensor, is_query: bool,
         ``[N, H, m]`` (or ``[N, m]``) features, in float32 for
         float16/bfloat16 ``x``, else in ``x``'s dtype.
     """
-    m = w.size(-2)
-    sq_norm = x.to(stat_dtype(x.dtype)).pow(2).sum(-1, keepdim=True)
-    logits = _project(x, w) - 0.5 * sq_norm  # [N, H, m]
+    half_sq_norm = 0.5 * x.to(stat_dtype(x.dtype)).pow(2).sum(
+        -1, keepdim=True)  # [N, H, 1]
+    proj = _project(x, w)  # [N, H, m]
+    # every per-row term (and 1/sqrt(m) as log sqrt(m)) goes into one
+    # [N, H, 1] shift, so the [N, H, m] tensor sees one subtraction and
+    # one exp: the layer is bound by these passes over memory
+    shift = half_sq_norm + 0.5 * math.log(w.size(-2))  # [N, H, 1]
     if stabilize:
-        logits = logits - _stabilizer(logits.detach(), is_query, batch,
-                                      num_graphs)
-    return logits.exp() * (1.0 / math.sqrt(m))
+        row_max = proj.detach().amax(dim=-1, keepdim=True) - \
+            half_sq_norm.detach()  # [N, H, 1]
+        shift = shift + _stabilizer(row_max, is_query, batch, num_graphs)
+    return (proj - shift).exp()
 
 
-def _stabilizer(logits: Tensor, is_query: bool, batch: Optional[Tensor],
+def _stabilizer(row_max: Tensor, is_query: bool, batch: Optional[Tensor],
                 num_graphs: Optional[int]) -> Tensor:
-    """The max the exponents are shifted by, broadcastable to ``logits``."""
-    row_max = logits.amax(dim=-1, keepdim=True)  # [N, H, 1]
+    """The max the exponents are shifted by, ``[N, H, 1]`` (or ``[1, H,
+    1]``), from each row's largest exponent ``row_max`` ``[N, H, 1]``."""
     if is_query:
         return row_max
     if batch is None:
