@@ -53,7 +53,9 @@ def _peak_above_baseline(fn) -> int:
     Path('/proc/self/clear_refs').write_text('5')  # reset the peak (VmHWM)
     base = _status_kib('VmRSS')
     fn()
-    return (_status_kib('VmHWM') - base) * 1024
+    # the kernel's RSS counters lag by up to a few hundred KiB per thread,
+    # so with nothing allocated the difference can come out slightly negative
+    return max(_status_kib('VmHWM') - base, 0) * 1024
 
 
 def probe(what: str, num_nodes: int, k: int, args) -> dict:

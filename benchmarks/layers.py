@@ -133,7 +133,9 @@ def memory_probe(pair: str, which: int, graph_name: str, root) -> int:
     Path('/proc/self/clear_refs').write_text('5')  # reset the peak (VmHWM)
     base = _status_kib('VmRSS')
     step(conv, *graph, extra)
-    return (_status_kib('VmHWM') - base) * 1024
+    # the kernel's RSS counters lag by up to a few hundred KiB per thread,
+    # so with nothing allocated the difference can come out slightly negative
+    return max(_status_kib('VmHWM') - base, 0) * 1024
 
 
 def measure_memory(pair: str, which: int, graph_name: str, root) -> int:
