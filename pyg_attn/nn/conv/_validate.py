@@ -90,3 +90,20 @@ def check_edge_attr(edge_attr: Optional[Tensor], num_edges: int,
         raise ValueError(f"'edge_attr' has {edge_attr.size(1)} features but "
                          f"the layer was built with edge_dim={edge_dim}")
     return edge_attr
+
+
+def check_inputs(x: Union[Tensor, Tuple[Tensor, Tensor]], edge_index: Tensor,
+                 edge_attr: Optional[Tensor], in_channels,
+                 edge_dim: Optional[int]
+                 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """The boundary checks of a layer over ``(x, edge_index, edge_attr)``:
+    returns ``x_src``, ``x_dst`` and ``edge_attr`` as ``[E, edge_dim]``,
+    which must be given when the layer was built with ``edge_dim``."""
+    x_src, x_dst = as_pair(x)
+    check_features((x_src, x_dst), in_channels)
+    check_edge_index(edge_index, x_src.size(0), x_dst.size(0))
+    edge_attr = check_edge_attr(edge_attr, edge_index.size(1), edge_dim)
+    if edge_dim is not None and edge_attr is None:
+        raise ValueError(f"the layer was built with edge_dim={edge_dim} but "
+                         "no 'edge_attr' was given")
+    return x_src, x_dst, edge_attr

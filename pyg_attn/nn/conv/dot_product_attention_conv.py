@@ -8,10 +8,12 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
 from pyg_attn.functional import edge_softmax, gather_dot, gather_scatter
-from pyg_attn.nn.conv._validate import (as_pair, check_channels,
-                                        check_dropout, check_edge_attr,
-                                        check_edge_index, check_features,
-                                        check_heads)
+from pyg_attn.nn.conv._validate import (
+    check_channels,
+    check_dropout,
+    check_heads,
+    check_inputs,
+)
 
 
 class DotProductAttentionConv(MessagePassing):
@@ -151,20 +153,23 @@ class DotProductAttentionConv(MessagePassing):
         """Returns ``out``, or ``(out, (edge_index, alpha))`` with
         ``return_attention_weights=True`` (``alpha`` before dropout)."""
         H, C = self.heads, self.out_channels
-        x_src, x_dst = as_pair(x)
-        check_features((x_src, x_dst), self.in_channels)
-        check_edge_index(edge_index, x_src.size(0), x_dst.size(0))
-        edge_attr = check_edge_attr(edge_attr, edge_index.size(1),
-                                    self.edge_dim)
-        if self.edge_dim is not None and edge_attr is None:
-            raise ValueError(f"the layer was built with edge_dim="
-                             f"{self.edge_dim} but no 'edge_attr' was given")
+        x_src, x_dst, edge_attr = check_inputs(x, edge_index, edge_attr,
+                                               self.in_channels, self.edge_dim)
         query = self.lin_query(x_dst).view(-1, H, C)
         key = self.lin_key(x_src).view(-1, H, C)
         value = self.lin_value(x_src).view(-1, H, C)
         out, alpha = self._attend(query, key, value, edge_attr, edge_index,
                                   x_dst.size(0), return_attention_weights)
 
+        out = self._combine_heads(out, x_dst)
+        if return_attention_weights:
+            return out, (edge_index, alpha)
+        return out
+
+    def _combine_heads(self, out: Tensor, x_dst: Tensor) -> Tensor:
+        """Concatenates or averages the ``[N, H, C]`` heads, then adds the
+        (gated) skip projection of ``x_dst``."""
+        H, C = self.heads, self.out_channels
         out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)
         if self.root_weight:
             x_r = self.lin_skip(x_dst)
@@ -174,8 +179,6 @@ class DotProductAttentionConv(MessagePassing):
                 out = beta * x_r + (1 - beta) * out
             else:
                 out = out + x_r
-        if return_attention_weights:
-            return out, (edge_index, alpha)
         return out
 
     def _attend(self, query: Tensor, key: Tensor, value: Tensor,

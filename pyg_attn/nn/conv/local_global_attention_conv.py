@@ -8,10 +8,12 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
 from pyg_attn.functional import edge_softmax, gather_dot, gather_scatter
-from pyg_attn.nn.conv._validate import (as_pair, check_channels,
-                                        check_dropout, check_edge_attr,
-                                        check_edge_index, check_features,
-                                        check_heads)
+from pyg_attn.nn.conv._validate import (
+    check_channels,
+    check_dropout,
+    check_heads,
+    check_inputs,
+)
 
 
 def check_edge_type(edge_type: Optional[Tensor], num_edges: int,
@@ -241,15 +243,9 @@ class LocalGlobalAttentionConv(MessagePassing):
         ``return_attention_weights=True`` (``alpha`` before dropout, summing
         to 1 within each (destination, partition))."""
         P, H, C = self.num_partitions, self.heads, self.out_channels
-        x_src, x_dst = as_pair(x)
-        check_features((x_src, x_dst), self.in_channels)
-        check_edge_index(edge_index, x_src.size(0), x_dst.size(0))
+        x_src, x_dst, edge_attr = check_inputs(x, edge_index, edge_attr,
+                                               self.in_channels, self.edge_dim)
         check_edge_type(edge_type, edge_index.size(1), self.num_types)
-        edge_attr = check_edge_attr(edge_attr, edge_index.size(1),
-                                    self.edge_dim)
-        if self.edge_dim is not None and edge_attr is None:
-            raise ValueError(f"the layer was built with edge_dim="
-                             f"{self.edge_dim} but no 'edge_attr' was given")
         query = self.lin_query(x_dst).view(-1, H, C)  # [N_dst * P, H, C]
         key = self.lin_key(x_src).view(-1, H, C)  # [N_src * P, H, C]
         value = self.lin_value(x_src).view(-1, H, C)  # [N_src * P, H, C]

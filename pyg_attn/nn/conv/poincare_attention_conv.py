@@ -12,10 +12,12 @@ from torch_geometric.nn.inits import zeros
 from pyg_attn.functional import (clip_tangent, edge_dist, edge_softmax,
                                  expmap0, expmap0_add, logmap0, project,
                                  scatter_gyromidpoint)
-from pyg_attn.nn.conv._validate import (as_pair, check_channels,
-                                        check_dropout, check_edge_attr,
-                                        check_edge_index, check_features,
-                                        check_heads)
+from pyg_attn.nn.conv._validate import (
+    check_channels,
+    check_dropout,
+    check_heads,
+    check_inputs,
+)
 
 
 def _inverse_softplus(y: float) -> float:
@@ -273,14 +275,8 @@ class PoincareAttentionConv(MessagePassing):
         """Returns ``out``, or ``(out, (edge_index, alpha))`` with
         ``return_attention_weights=True`` (``alpha`` before dropout)."""
         H, C = self.heads, self.out_channels
-        x_src, x_dst = as_pair(x)
-        check_features((x_src, x_dst), self.in_channels)
-        check_edge_index(edge_index, x_src.size(0), x_dst.size(0))
-        edge_attr = check_edge_attr(edge_attr, edge_index.size(1),
-                                    self.edge_dim)
-        if self.edge_dim is not None and edge_attr is None:
-            raise ValueError(f"the layer was built with edge_dim="
-                             f"{self.edge_dim} but no 'edge_attr' was given")
+        x_src, x_dst, edge_attr = check_inputs(x, edge_index, edge_attr,
+                                               self.in_channels, self.edge_dim)
         dtype = self.compute_dtype or torch.promote_types(
             x_dst.dtype, torch.float32)
         c = self.c.to(dtype)

@@ -7,8 +7,7 @@ from torch import Tensor
 
 from pyg_attn.functional import (edge_softmax, gather_dot, gather_scatter,
                                  rope_angles, rope_frequencies, rope_rotate)
-from pyg_attn.nn.conv._validate import (as_pair, check_edge_attr,
-                                        check_edge_index, check_features)
+from pyg_attn.nn.conv._validate import check_inputs
 from pyg_attn.nn.conv.dot_product_attention_conv import DotProductAttentionConv
 
 
@@ -187,14 +186,8 @@ class RotaryAttentionConv(DotProductAttentionConv):
         """Returns ``out``, or ``(out, (edge_index, alpha))`` with
         ``return_attention_weights=True`` (``alpha`` before dropout)."""
         H, C = self.heads, self.out_channels
-        x_src, x_dst = as_pair(x)
-        check_features((x_src, x_dst), self.in_channels)
-        check_edge_index(edge_index, x_src.size(0), x_dst.size(0))
-        edge_attr = check_edge_attr(edge_attr, edge_index.size(1),
-                                    self.edge_dim)
-        if self.edge_dim is not None and edge_attr is None:
-            raise ValueError(f"the layer was built with edge_dim="
-                             f"{self.edge_dim} but no 'edge_attr' was given")
+        x_src, x_dst, edge_attr = check_inputs(x, edge_index, edge_attr,
+                                               self.in_channels, self.edge_dim)
         if edge_pos is None and node_pos is None:
             raise ValueError("RotaryAttentionConv needs positions: pass "
                              "'edge_pos' [num_edges] or [num_edges, pos_dim] "
@@ -234,15 +227,7 @@ class RotaryAttentionConv(DotProductAttentionConv):
         if dst_angles is not None and self.rotate_value:
             out = rope_rotate(out, -dst_angles)  # [N, H, C]
 
-        out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)
-        if self.root_weight:
-            x_r = self.lin_skip(x_dst)
-            if self.lin_beta is not None:
-                beta = self.lin_beta(torch.cat([out, x_r, out - x_r], dim=-1))
-                beta = beta.sigmoid()
-                out = beta * x_r + (1 - beta) * out
-            else:
-                out = out + x_r
+        out = self._combine_heads(out, x_dst)
         if return_attention_weights:
             return out, (edge_index, alpha)
         return out
