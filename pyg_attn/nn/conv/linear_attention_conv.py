@@ -5,7 +5,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.dense.linear import Linear
 
-from pyg_attn.functional.kernel_attention import graph_kernel_attention
+from pyg_attn.functional.kernel_attention import (fused_kernel_attention,
+                                                 graph_kernel_attention)
 from pyg_attn.functional import (gather_dot, orthogonal_random_matrix,
                                  relu_kernel_features,
                                  softmax_kernel_features, stat_dtype)
@@ -61,7 +62,12 @@ class LinearAttentionConv(torch.nn.Module):
     so a graph's output in a batch equals its output alone (PyG's
     :class:`~torch_geometric.nn.attention.PerformerAttention` lets padded
     positions into the normaliser).  Time and memory are
-    :math:`O(N H m C)`; with ``batch=None`` memory is :math:`O(N H (m + C))`.
+    :math:`O(N H m C)`.  With ``batch=None`` (one graph) the features are
+    made chunk by chunk and recomputed in backward
+    (:func:`~pyg_attn.functional.kernel_attention.fused_kernel_attention`):
+    memory beyond the projections is :math:`O(H m C)`, and time stays linear
+    in N on CPU because a chunk's features stay in cache; asking for
+    attention weights takes the whole-tensor path, which needs them.
     Sums are accumulated in float32 for float16/bfloat16 input.
 
     This is a global layer: it attends over whole graphs, not over edges, so
@@ -242,11 +248,20 @@ class LinearAttentionConv(torch.nn.Module):
             self._steps_since_redraw += 1
 
         query, key, value = self._project(x)  # [N, H, C] each
-        phi_q, phi_k = self._features(query, key, batch, num_graphs)
-        phi_kv = phi_k  # [N, H, m]
+        keep = None  # key dropout [N, H]
         if self.training and self.dropout > 0:
-            keep = F.dropout(phi_k.new_ones(phi_k.shape[:2]), self.dropout)
-            phi_kv = phi_k * keep.unsqueeze(-1)  # [N, H, m]
+            keep = F.dropout(query.new_ones(query.shape[:2],
+                                            dtype=stat_dtype(x.dtype)),
+                             self.dropout)
+        if batch is None and not return_attention_weights and \
+                not torch.compiler.is_compiling():
+            # one graph: features made chunk by chunk, never [N, H, m]
+            out = fused_kernel_attention(query, key, value,
+                                         self.projection_matrix, self.kernel,
+                                         keep)
+            return self._combine(out.to(x.dtype), x)
+        phi_q, phi_k = self._features(query, key, batch, num_graphs)
+        phi_kv = phi_k if keep is None else phi_k * keep.unsqueeze(-1)
         out, den = _kernel_attention(phi_q, phi_k, phi_kv, value, batch,
                                      num_graphs)  # [N, H, C], [N, H]
         out = self._combine(out.to(x.dtype), x)

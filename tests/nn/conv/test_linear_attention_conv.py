@@ -5,6 +5,7 @@ from torch_geometric.data import Batch
 from torch_geometric.utils import to_dense_batch
 
 from pyg_attn.nn import LinearAttentionConv
+from pyg_attn.nn.conv import linear_attention_conv
 from pyg_attn.testing import (NUM_FEATURES, assert_batch_independent,
                               assert_close, assert_compile_matches_eager,
                               assert_edge_permutation_invariant,
@@ -242,6 +243,35 @@ def test_dropout():
     _, (_, alpha_eval) = conv(data.x, None, data.edge_index,
                               return_attention_weights=True)
     assert_close(alpha, alpha_eval)  # weights are reported before dropout
+
+
+@pytest.mark.parametrize('kernel', ['softmax', 'relu'])
+def test_one_graph_fused_path_matches_composed(monkeypatch, kernel):
+    # without 'batch' the layer makes features chunk by chunk
+    # (fused_kernel_attention); asking for attention weights takes the
+    # whole-tensor path: the same dropout draw must give the same output and
+    # gradients
+    data = GRAPHS['random_N23_E101']
+    conv = LinearAttentionConv(NUM_FEATURES, 4, heads=2, num_features=16,
+                               kernel=kernel, dropout=0.3).double()
+    x = data.x.double().requires_grad_()
+    calls = []
+    fused = linear_attention_conv.fused_kernel_attention
+    monkeypatch.setattr(linear_attention_conv, 'fused_kernel_attention',
+                        lambda *args: calls.append(1) or fused(*args))
+    outs, grads = [], []
+    for weights in (False, True):
+        torch.manual_seed(5)
+        out = conv(x, None, data.edge_index, return_attention_weights=weights)
+        out = out[0] if weights else out
+        outs.append(out)
+        grads.append(torch.autograd.grad(
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(),
+            [x, *conv.parameters()]))
+    assert len(calls) == 1  # the first pass only
+    assert_close(outs[0], outs[1])
+    for a, b in zip(*grads):
+        assert_close(a, b)
 
 
 def test_lazy_in_channels():
