@@ -15,7 +15,9 @@ Convs (``--conv``): ``dual_space`` (:class:`~pyg_attn.nn.DualSpaceAttentionConv`
 ``--k`` latent neighbours refreshed every ``--refresh-interval`` training
 steps; in evaluation they are searched again at every step),
 ``dot_product`` (:class:`~pyg_attn.nn.DotProductAttentionConv`, Platonov's
-GT), ``edge_gat`` (:class:`~pyg_attn.nn.EdgeGATConv`), ``gat`` (PyG's
+GT), ``moe`` (:class:`~pyg_attn.nn.MoEAttentionConv` routing each node to
+``--top-k`` of EdgeGAT, DotProduct and Poincaré experts, as in ``pyg-attn
+compare``; its load-balancing loss is added to the task loss), ``edge_gat`` (:class:`~pyg_attn.nn.EdgeGATConv`), ``gat`` (PyG's
 ``GATConv``) and ``gcn`` (PyG's ``GCNConv``).  ``dual_space`` and
 ``dot_product`` keep their root weight (a separate projection of the node's
 own features, the "-sep" variants' idea) unless ``--no-root-weight``.
@@ -41,7 +43,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from pyg_attn.compare import environment, write_json  # noqa: E402
+from pyg_attn.compare import (  # noqa: E402
+    auxiliary_loss,
+    environment,
+    write_json,
+)
+from pyg_attn.compare.mechanisms import moe_conv  # noqa: E402
 from pyg_attn.datasets import data_root  # noqa: E402
 from pyg_attn.nn import (  # noqa: E402
     DotProductAttentionConv,
@@ -50,7 +57,7 @@ from pyg_attn.nn import (  # noqa: E402
 )
 
 DATASETS = ('minesweeper', 'tolokers', 'questions')  # the ROC AUC ones
-CONVS = ('dual_space', 'dot_product', 'edge_gat', 'gat', 'gcn')
+CONVS = ('dual_space', 'dot_product', 'edge_gat', 'gat', 'gcn', 'moe')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,6 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--refresh-interval', type=int, default=10,
                         help='training steps per latent search of dual_space '
                         '(default: 10)')
+    parser.add_argument('--top-k', type=int, default=2,
+                        help='experts per node of moe (default: 2)')
     parser.add_argument('--fusion', choices=['linear', 'gate'],
                         default='linear', help='fusion of dual_space')
     parser.add_argument('--root-weight', action=argparse.BooleanOptionalAction,
@@ -150,6 +159,8 @@ def make_conv(args, dim: int) -> torch.nn.Module:
         return EdgeGATConv(dim, head_dim, heads=heads)
     if args.conv == 'gat':
         return GATConv(dim, head_dim, heads=heads)
+    if args.conv == 'moe':
+        return moe_conv(dim, head_dim, heads=heads, top_k=args.top_k)
     return GCNConv(dim, dim)
 
 
@@ -208,7 +219,8 @@ def run_split(args, data, split: int, progress: tqdm) -> dict:
         logits = model(data.x, data.edge_index)
         loss = F.binary_cross_entropy_with_logits(logits[train],
                                                   target[train])
-        loss.backward()
+        aux = auxiliary_loss(model)  # moe's load balancing, else None
+        (loss if aux is None else loss + aux).backward()
         optimizer.step()
         times.append(time.perf_counter() - start)
         if epoch % args.eval_every == 0 or epoch == args.epochs:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / 'examples' / 'heterophilous.py'
-CONVS = ['dual_space', 'dot_product', 'edge_gat', 'gat', 'gcn']
+CONVS = ['dual_space', 'dot_product', 'edge_gat', 'gat', 'gcn', 'moe']
 
 
 @pytest.fixture(scope='module')
