@@ -57,6 +57,10 @@ def _compare_parser(subparsers) -> argparse.ArgumentParser:
                         help='default: results/compare_<dataset>/')
     parser.add_argument('--device', default=None,
                         help='default: cuda if available, else cpu')
+    parser.add_argument('--jobs', type=int, default=None,
+                        help='mechanisms trained at once, each in its own '
+                        'process sharing the threads (default: the CPU '
+                        'cores on cpu, 1 on cuda)')
     parser.add_argument('--no-progress', action='store_true',
                         help='hide the progress bar')
     return parser
@@ -84,7 +88,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     elif args.device.startswith('cuda') and not torch.cuda.is_available():
         parser.error(f'--device {args.device}: CUDA is not available here; '
                      'use --device cpu')
+    if args.jobs is None:
+        args.jobs = _cpu_cores() if args.device == 'cpu' else 1
+    if args.jobs < 1:
+        parser.error(f'--jobs ({args.jobs}) must be at least 1')
     return args
+
+
+def _cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -92,15 +107,18 @@ def run_compare(args: argparse.Namespace) -> int:
     try:
         rows = compare(args.dataset, root=args.root, names=args.mechanisms,
                        protocol=protocol, device=args.device,
-                       show_progress=not args.no_progress)
+                       show_progress=not args.no_progress, jobs=args.jobs)
     except FileNotFoundError as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
 
     seeds = f"{protocol.seeds} seed{'s' if protocol.seeds > 1 else ''}"
+    threads = torch.get_num_threads()
+    if args.jobs > 1:
+        threads = f'{args.jobs} processes of {max(1, threads // args.jobs)}'
     title = (f'{args.dataset}: test accuracy over {seeds} '
              f'(max {protocol.epochs} epochs, patience {protocol.patience}), '
-             f'on {args.device}' + (f' ({torch.get_num_threads()} threads)'
+             f'on {args.device}' + (f' ({threads} threads)'
                                    if args.device == 'cpu' else ''))
     print(format_table(rows, title))
     os.makedirs(args.out_dir, exist_ok=True)
@@ -108,6 +126,7 @@ def run_compare(args: argparse.Namespace) -> int:
              for ext in ('csv', 'json', 'png')}
     write_csv(rows, paths['csv'])
     write_json(dict(dataset=args.dataset, protocol=vars(protocol),
+                    jobs=args.jobs,
                     command=' '.join(['pyg-attn', 'compare', *args.argv]),
                     environment=environment(args.device), rows=rows),
                paths['json'])

@@ -106,3 +106,11 @@ def test_compare_device_without_cuda(capsys):
     with pytest.raises(SystemExit):
         parse_args(['compare', '--device', 'cuda'])
     assert 'CUDA is not available' in capsys.readouterr().err
+
+
+def test_compare_jobs():
+    args = parse_args(['compare', '--device', 'cpu'])
+    assert args.jobs == len(os.sched_getaffinity(0))
+    assert parse_args(['compare', '--jobs', '3']).jobs == 3
+    with pytest.raises(SystemExit):
+        parse_args(['compare', '--jobs', '0'])

@@ -1,8 +1,10 @@
 r"""Trains every mechanism of
 :func:`~pyg_attn.compare.available_mechanisms` on one dataset with one
 protocol and collects one row per mechanism."""
+import multiprocessing
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -101,6 +103,7 @@ def compare(
     protocol: Protocol = QUICK,
     device: str = 'cpu',
     show_progress: bool = True,
+    jobs: int = 1,
 ) -> List[Dict[str, Any]]:
     r"""Trains the chosen mechanisms (all available ones by default) on
     :obj:`dataset` and returns one row per mechanism (see
@@ -117,22 +120,34 @@ def compare(
         device (str, optional): (default: :obj:`"cpu"`)
         show_progress (bool, optional): Show a tqdm progress bar.
             (default: :obj:`True`)
+        jobs (int, optional): Mechanisms trained at once, each in its own
+            process with :obj:`torch.get_num_threads() // jobs` threads (at
+            least one); the rows are the same as with :obj:`jobs=1` at that
+            thread count, and each row's time and memory are its own
+            process's.  The progress bar then counts mechanisms.
+            (default: :obj:`1`: in this process)
 
     Raises:
-        ValueError: An unknown dataset or mechanism name.
+        ValueError: An unknown dataset or mechanism name, or
+            :obj:`jobs < 1`.
         FileNotFoundError: The dataset's raw files are missing (the message
             says which files to put where).
     """
     if dataset not in DATASETS:
         raise ValueError(f"'dataset' ({dataset!r}) must be one of "
                          f"{list(DATASETS)}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"'jobs' ({jobs}) must be an integer >= 1")
     available = available_mechanisms()
     names = list(available) if names is None else list(names)
     unknown = [n for n in names if n not in available]
     if unknown:
         raise ValueError(f'unknown or unavailable mechanisms {unknown}; '
                          f'available: {list(available)}')
-    data = DATASETS[dataset](root)
+    data = DATASETS[dataset](root)  # processed here, once, before any worker
+    if jobs > 1 and len(names) > 1:
+        return _compare_in_processes(dataset, root, names, protocol, device,
+                                     show_progress, min(jobs, len(names)))
     rows = []
     total = len(names) * protocol.seeds * protocol.epochs
     with tqdm(total=total, unit='epoch', disable=not show_progress,
@@ -142,6 +157,39 @@ def compare(
             rows.append(train_mechanism(available[name], data, protocol,
                                         device, progress))
     return rows
+
+
+def _compare_in_processes(dataset: str, root: Optional[str],
+                          names: List[str], protocol: Protocol, device: str,
+                          show_progress: bool,
+                          jobs: int) -> List[Dict[str, Any]]:
+    threads = max(1, torch.get_num_threads() // jobs)
+    # spawn, not fork: a forked child of a process whose OpenMP pool has
+    # run can hang
+    context = multiprocessing.get_context('spawn')
+    rows = {}
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool, \
+            tqdm(total=len(names), unit='mechanism',
+                 desc=f'{dataset} ({jobs} processes)',
+                 disable=not show_progress, dynamic_ncols=True) as progress:
+        futures = {
+            pool.submit(_train_in_worker, dataset, root, name, protocol,
+                        device, threads): name
+            for name in names
+        }
+        for future in as_completed(futures):
+            rows[futures[future]] = future.result()
+            progress.set_postfix_str(futures[future])
+            progress.update()
+    return [rows[name] for name in names]
+
+
+def _train_in_worker(dataset: str, root: Optional[str], name: str,
+                     protocol: Protocol, device: str,
+                     threads: int) -> Dict[str, Any]:
+    torch.set_num_threads(threads)
+    return train_mechanism(available_mechanisms()[name],
+                           DATASETS[dataset](root), protocol, device)
 
 
 def environment(device: str = 'cpu') -> Dict[str, Any]:

@@ -50,3 +50,33 @@ def test_train_mechanism_prepared_data():
     data.edge_index = data.edge_index[:, :5]  # the graph given is used
     row = train_mechanism(gat, dataset, protocol, data=data)
     assert row['num_edges'] == 5 and row['transform_s'] is None
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_compare_in_processes_matches_in_process(planetoid_root, one_thread):
+    # two spawned workers of one thread each give the rows one process of
+    # one thread gives, in table order
+    protocol = Protocol(seeds=2, epochs=3, patience=3)
+    names = ['gat', 'gcn', 'edge_gat']
+    kwargs = dict(root=planetoid_root, names=names, protocol=protocol,
+                  show_progress=False)
+    serial = compare('Cora', jobs=1, **kwargs)
+    parallel = compare('Cora', jobs=2, **kwargs)
+    assert [row['mechanism'] for row in parallel] == names
+    for a, b in zip(serial, parallel):
+        for key in ('accuracies', 'val_accuracies', 'best_epochs',
+                    'parameters', 'num_edges'):
+            assert a[key] == b[key], (a['mechanism'], key)
+        assert b['epoch_ms'] > 0 and b['peak_mib'] is not None
+
+
+def test_compare_rejects_bad_jobs(tmp_path):
+    with pytest.raises(ValueError, match="'jobs' \\(0\\)"):
+        compare('Cora', root=str(tmp_path), jobs=0)
