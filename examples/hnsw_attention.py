@@ -257,6 +257,10 @@ def main(argv=None) -> int:
     runs = [(name, variant, layer) for name in args.dataset
             for variant in args.variants for layer in args.layers
             if not (name == 'CiteSeer-vectors' and variant == 'keep')]
+    def save(rows):
+        write_json(dict(args=vars(args), environment=environment(args.device),
+                        rows=rows), args.out)
+
     rows = []
     with tqdm(total=len(runs) * args.seeds * args.epochs, unit='epoch',
               dynamic_ncols=True) as progress:
@@ -272,6 +276,7 @@ def main(argv=None) -> int:
             row.update(dataset=name, variant=variant, conv=layer,
                        transform_s=transform_s, edges=edge_counts(data))
             rows.append(row)
+            save(rows)  # a long run that is stopped keeps what it finished
 
     for row in rows:
         print(f"{row['dataset']:<16} {row['variant']:<4} {row['conv']:<12} "
@@ -283,9 +288,7 @@ def main(argv=None) -> int:
     if 'CiteSeer-vectors' in args.dataset and 'keep' in args.variants:
         print('CiteSeer-vectors keep: skipped (no own edges: equals hnsw)')
 
-    results = dict(args=vars(args), environment=environment(args.device),
-                   rows=rows)
-    write_json(results, args.out)
+    save(rows)
     print(f'wrote {args.out}')
     return 0
 
