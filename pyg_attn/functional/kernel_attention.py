@@ -41,6 +41,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from pyg_attn.functional.softmax import stat_dtype
+from pyg_attn.functional.random_features import RELU_KERNEL_EPS
 from pyg_attn.functional.sparse import _chunks
 
 
@@ -137,13 +138,10 @@ def _segment_kernel_attention(phi_q: Tensor, phi_k: Tensor, value: Tensor,
 # many elements, so a chunk's working set stays in cache (see
 # benchmarks/linear_attention.py for the effect on the scaling in N)
 FUSED_CHUNK_ELEMENTS = 2**17
-KERNEL_EPS = 1e-3  # relu features: relu(w^T x) + eps
 
 
-def _head_chunks(num_rows: int, row_size: int, chunk_rows: Optional[int]):
-    step = chunk_rows or max(1, FUSED_CHUNK_ELEMENTS // max(row_size, 1))
-    for start in range(0, num_rows, step):
-        yield start, min(start + step, num_rows)
+def _fused_chunks(num_rows: int, row_size: int, chunk_rows: Optional[int]):
+    return _chunks(num_rows, row_size, FUSED_CHUNK_ELEMENTS, chunk_rows)
 
 
 def _heads_first(x: Tensor, start: int, end: int, dtype) -> Tensor:
@@ -163,8 +161,8 @@ class _FusedKernelAttention(torch.autograd.Function):
         kv, z, key_max = _fused_key_sums(key, value, w, keep, kernel,
                                          chunk_rows)
         out = query.new_empty(query.shape, dtype=dtype)  # [N, H, C]
-        for start, end in _head_chunks(query.size(0), H * max(m, C),
-                                       chunk_rows):
+        for start, end in _fused_chunks(query.size(0), H * max(m, C),
+                                        chunk_rows):
             phi_q, _ = _features(_heads_first(query, start, end, dtype), w,
                                  kernel, None)  # [H, c, m]
             num, den = _numerator_denominator(phi_q, kv, z)
@@ -183,7 +181,7 @@ class _FusedKernelAttention(torch.autograd.Function):
         grad_q = torch.empty_like(query)
         grad_kv = torch.zeros_like(kv)  # [H, m, C]
         grad_z = torch.zeros_like(z)  # [H, m]
-        for start, end in _head_chunks(query.size(0), row_size, chunk_rows):
+        for start, end in _fused_chunks(query.size(0), row_size, chunk_rows):
             q = _heads_first(query, start, end, dtype)  # [H, c, C]
             phi_q, proj = _features(q, w, kernel, None)  # [H, c, m]
             num, den = _numerator_denominator(phi_q, kv, z)
@@ -197,17 +195,17 @@ class _FusedKernelAttention(torch.autograd.Function):
                 g_phi, phi_q, proj, q, w, kernel).transpose(0, 1)
         grad_k = torch.empty_like(key)
         grad_v = torch.empty_like(value)
-        for start, end in _head_chunks(key.size(0), row_size, chunk_rows):
+        for start, end in _fused_chunks(key.size(0), row_size, chunk_rows):
             k = _heads_first(key, start, end, dtype)
             v = _heads_first(value, start, end, dtype)
             phi_k, proj = _features(k, w, kernel, key_max)
-            phi_kv = phi_k if keep is None else \
-                phi_k * _heads_first(keep, start, end, dtype).unsqueeze(-1)
-            grad_v[start:end] = torch.matmul(phi_kv, grad_kv).transpose(0, 1)
             g_phi = torch.matmul(v, grad_kv.transpose(1, 2))  # [H, c, m]
             if keep is not None:
-                g_phi = g_phi * _heads_first(keep, start, end,
-                                             dtype).unsqueeze(-1)
+                keep_k = _heads_first(keep, start, end, dtype).unsqueeze(-1)
+                phi_kv, g_phi = phi_k * keep_k, g_phi * keep_k
+            else:
+                phi_kv = phi_k
+            grad_v[start:end] = torch.matmul(phi_kv, grad_kv).transpose(0, 1)
             g_phi = g_phi + grad_z.unsqueeze(1)
             grad_k[start:end] = _features_backward(
                 g_phi, phi_k, proj, k, w, kernel).transpose(0, 1)
@@ -222,7 +220,7 @@ def _features(x: Tensor, w: Tensor, kernel: str,
     :func:`~pyg_attn.functional.relu_kernel_features`."""
     proj = torch.matmul(x, w.transpose(1, 2))  # [H, c, m]
     if kernel == 'relu':
-        return proj.relu() + KERNEL_EPS, proj
+        return proj.relu() + RELU_KERNEL_EPS, proj
     log_sqrt_m = 0.5 * math.log(w.size(1))
     if key_max is None:  # query: the row's own max, all terms detached
         shift = proj.amax(dim=-1, keepdim=True) + log_sqrt_m
@@ -262,14 +260,14 @@ def _fused_key_sums(key: Tensor, value: Tensor, w: Tensor,
     key_max = w.new_zeros(H, 1, 1)
     if kernel != 'relu':
         key_max.fill_(float('-inf'))
-        for start, end in _head_chunks(key.size(0), row_size, chunk_rows):
+        for start, end in _fused_chunks(key.size(0), row_size, chunk_rows):
             k = _heads_first(key, start, end, dtype)
             proj = torch.matmul(k, w.transpose(1, 2))  # [H, c, m]
             row_max = proj.amax(-1) - 0.5 * k.pow(2).sum(-1)  # [H, c]
             key_max = torch.maximum(key_max, row_max.amax(-1).view(H, 1, 1))
     kv = w.new_zeros(H, m, C)
     z = w.new_zeros(H, m)
-    for start, end in _head_chunks(key.size(0), row_size, chunk_rows):
+    for start, end in _fused_chunks(key.size(0), row_size, chunk_rows):
         phi_k, _ = _features(_heads_first(key, start, end, dtype), w, kernel,
                              key_max)  # [H, c, m]
         z.add_(phi_k.sum(1))

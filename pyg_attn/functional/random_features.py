@@ -168,7 +168,11 @@ def _stabilizer(row_max: Tensor, is_query: bool, batch: Optional[Tensor],
     return graph_max.index_select(0, batch)  # [N, H, 1]
 
 
-def relu_kernel_features(x: Tensor, w: Tensor, eps: float = 1e-3) -> Tensor:
+RELU_KERNEL_EPS = 1e-3  # the default epsilon of relu_kernel_features
+
+
+def relu_kernel_features(x: Tensor, w: Tensor,
+                         eps: float = RELU_KERNEL_EPS) -> Tensor:
     r"""Random ReLU features (Performer's generalised attention, the kernel
     of PyG's :class:`~torch_geometric.nn.attention.PerformerAttention`),
 

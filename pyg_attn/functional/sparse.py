@@ -31,13 +31,16 @@ from pyg_attn.functional.softmax import stat_dtype
 CHUNK_ELEMENTS = 1 << 24  # values in one per-edge temporary (64 MiB float32)
 
 
-def _chunks(num_edges: int, row_size: int) -> Iterator[Tuple[int, int]]:
+def _chunks(num_rows: int, row_size: int, elements: Optional[int] = None,
+            rows: Optional[int] = None) -> Iterator[Tuple[int, int]]:
+    """Row ranges of ``rows`` rows each, by default as many rows of
+    ``row_size`` values as fit in ``elements`` (:data:`CHUNK_ELEMENTS`)."""
     if torch.compiler.is_compiling():
-        yield 0, num_edges
+        yield 0, num_rows
         return
-    step = max(1, CHUNK_ELEMENTS // max(row_size, 1))
-    for start in range(0, num_edges, step):
-        yield start, min(start + step, num_edges)
+    step = rows or max(1, (elements or CHUNK_ELEMENTS) // max(row_size, 1))
+    for start in range(0, num_rows, step):
+        yield start, min(start + step, num_rows)
 
 
 def _rows(x: Tensor, index: Optional[Tensor], start: int, end: int) -> Tensor:
