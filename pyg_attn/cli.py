@@ -26,6 +26,7 @@ from pyg_attn.compare import (DATASETS, FULL, QUICK, Protocol, compare,
                               environment, format_table, available_mechanisms,
                               plot,
                               write_csv, write_json)
+from pyg_attn.compare.runner import worker_threads
 
 
 def _compare_parser(subparsers) -> argparse.ArgumentParser:
@@ -114,8 +115,9 @@ def run_compare(args: argparse.Namespace) -> int:
 
     seeds = f"{protocol.seeds} seed{'s' if protocol.seeds > 1 else ''}"
     threads = torch.get_num_threads()
-    if args.jobs > 1:
-        threads = f'{args.jobs} processes of {max(1, threads // args.jobs)}'
+    jobs = min(args.jobs, len(rows))  # compare starts no idle processes
+    if jobs > 1:
+        threads = f'{jobs} processes of {worker_threads(jobs)}'
     title = (f'{args.dataset}: test accuracy over {seeds} '
              f'(max {protocol.epochs} epochs, patience {protocol.patience}), '
              f'on {args.device}' + (f' ({threads} threads)'
@@ -126,7 +128,7 @@ def run_compare(args: argparse.Namespace) -> int:
              for ext in ('csv', 'json', 'png')}
     write_csv(rows, paths['csv'])
     write_json(dict(dataset=args.dataset, protocol=vars(protocol),
-                    jobs=args.jobs,
+                    jobs=jobs,
                     command=' '.join(['pyg-attn', 'compare', *args.argv]),
                     environment=environment(args.device), rows=rows),
                paths['json'])

@@ -163,7 +163,7 @@ def _compare_in_processes(dataset: str, root: Optional[str],
                           names: List[str], protocol: Protocol, device: str,
                           show_progress: bool,
                           jobs: int) -> List[Dict[str, Any]]:
-    threads = max(1, torch.get_num_threads() // jobs)
+    threads = worker_threads(jobs)
     # spawn, not fork: a forked child of a process whose OpenMP pool has
     # run can hang
     context = multiprocessing.get_context('spawn')
@@ -182,6 +182,11 @@ def _compare_in_processes(dataset: str, root: Optional[str],
             progress.set_postfix_str(futures[future])
             progress.update()
     return [rows[name] for name in names]
+
+
+def worker_threads(jobs: int) -> int:
+    """Threads of each of :obj:`jobs` worker processes."""
+    return max(1, torch.get_num_threads() // jobs)
 
 
 def _train_in_worker(dataset: str, root: Optional[str], name: str,
