@@ -258,20 +258,53 @@ def origin(conv: str) -> str:
 
 
 def example_rows(results_dir=RESULTS) -> list:
-    """Accuracy rows from the example scripts' own JSON files in
-    ``results_dir`` (``node_classification_<dataset>_<conv>.json``, …), for
-    reading results that predate the accuracy suite."""
-    rows = []
-    for path in sorted(Path(results_dir).glob('*_*_*.json')):
+    """Accuracy rows from the files the example scripts and ``pyg-attn
+    compare`` wrote in ``results_dir`` and its subfolders, for reading
+    results without an accuracy suite run: the scripts' own JSON
+    (``node_classification_<dataset>_<conv>.json``, …) and each
+    ``compare*.json`` (its rows carry time per epoch, peak memory and
+    parameters).  Where several files hold one dataset and mechanism, the
+    row over the most seeds or splits wins (a quick run never hides a
+    full one; on a tie, ``compare``'s); ``source`` names its file."""
+    best = {}
+    root = Path(results_dir)
+    paths = sorted(root.glob('*_*_*.json')) + sorted(root.glob('*/*.json'))
+    # on a tie, compare's rows win: one protocol for all its mechanisms
+    paths.sort(key=lambda path: not path.name.startswith('compare'))
+    for path in paths:
         try:
             result = json.loads(path.read_text())
-            row = dict(dataset=result['dataset'], conv=result['conv'],
-                       origin=origin(result['conv']))
-            row.update(summarise(result))
+            found = (_compare_rows(result) if path.name.startswith('compare')
+                     else [_example_row(result)])
         except (ValueError, KeyError, TypeError):
             continue
-        rows.append(dict(row, source=path.name))
-    return rows
+        for row in found:
+            row['source'] = str(path.relative_to(root))
+            key = row['dataset'], row['conv']
+            if key not in best or row['num_runs'] > best[key]['num_runs']:
+                best[key] = row
+    return list(best.values())
+
+
+def _example_row(result: dict) -> dict:
+    row = dict(dataset=result['dataset'], conv=result['conv'],
+               origin=origin(result['conv']))
+    row.update(summarise(result))
+    return row
+
+
+def _compare_rows(result: dict) -> list:
+    """The rows of ``pyg-attn compare``'s JSON in the accuracy suite's
+    form (as :func:`run_compare`)."""
+    return [dict(dataset=result['dataset'], conv=r['mechanism'],
+                 origin=r['origin'], layer=r['layer'], metric='accuracy',
+                 mean=r['accuracy_mean'], std=r['accuracy_std'],
+                 values=r['accuracies'], num_runs=len(r['accuracies']),
+                 epoch_time_s=r['epoch_ms'] / 1000,
+                 parameters=r['parameters'],
+                 peak_mem_bytes=None if r['peak_mib'] is None else
+                 round(r['peak_mib'] * 2**20))
+            for r in result['rows']]
 
 
 def accuracy_plan(args) -> list:

@@ -108,6 +108,50 @@ def test_summarise(bench, result, expected):
         bench.summarise(dict(mean=0.5))
 
 
+def test_example_rows_read_scripts_and_compare(bench, tmp_path):
+    def write(path, result):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+
+    def compare_row(mechanism, accuracies):
+        return dict(mechanism=mechanism, layer='L', origin='pyg_attn',
+                    accuracy_mean=sum(accuracies) / len(accuracies),
+                    accuracy_std=0.01, accuracies=accuracies, epoch_ms=20.0,
+                    peak_mib=3.0, parameters=100)
+
+    write(tmp_path / 'node_classification_Cora_gcn.json',
+          dict(dataset='Cora', conv='gcn', accuracies=[0.8] * 10, mean=0.8,
+               std=0.0))
+    write(tmp_path / 'node_classification_Cora_gat.json',
+          dict(dataset='Cora', conv='gat', accuracies=[0.7] * 5, mean=0.7,
+               std=0.0))
+    write(tmp_path / 'hetero' / 'minesweeper_moe.json',
+          dict(dataset='minesweeper', conv='moe', test_auc=[0.9, 0.91],
+               mean=0.905, std=0.005))
+    write(tmp_path / 'quick' / 'compare.json', dict(dataset='Cora', rows=[
+        compare_row('gcn', [0.5, 0.5]), compare_row('gat', [0.6] * 5),
+        compare_row('moe', [0.75, 0.85])]))
+    write(tmp_path / 'full' / 'compare.json', dict(dataset='Cora', rows=[
+        compare_row('gat', [0.6] * 5)]))
+    write(tmp_path / 'notes_not_results.json', dict(text='no metric'))
+
+    rows = {(r['dataset'], r['conv']): r
+            for r in bench.example_rows(tmp_path)}
+    assert set(rows) == {('Cora', 'gcn'), ('Cora', 'gat'), ('Cora', 'moe'),
+                         ('minesweeper', 'moe')}
+    # the most seeds win; on a tie compare's rows, the first file's
+    assert rows['Cora', 'gcn']['source'] == 'node_classification_Cora_gcn.json'
+    assert rows['Cora', 'gcn']['num_runs'] == 10
+    assert rows['Cora', 'gat']['source'] == 'full/compare.json'
+    assert rows['Cora', 'moe']['source'] == 'quick/compare.json'
+    assert rows['Cora', 'moe']['mean'] == pytest.approx(0.8)
+    assert rows['Cora', 'moe']['epoch_time_s'] == pytest.approx(0.02)
+    assert rows['Cora', 'moe']['peak_mem_bytes'] == 3 * 2**20
+    assert rows['minesweeper', 'moe']['metric'] == 'roc_auc'
+    assert rows['minesweeper', 'moe']['source'] == \
+        'hetero/minesweeper_moe.json'
+
+
 def test_speed_every_pair(bench, tmp_path):
     assert bench.main(['--suite', 'speed', '--no-gate', '--out-dir',
                        str(tmp_path), '--graphs', 'random-60-300',
