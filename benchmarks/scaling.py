@@ -18,12 +18,14 @@ features; linear attention with ``benchmarks.linear_attention.SCALING``):
 
 Graphs: ``x`` ``[N, 32]`` and ``N * degree`` uniformly random directed edges
 (a seeded multigraph).  Each case: one warm-up pass, then ``repeats`` timed
-passes (median); peak memory is the resident-set peak above the baseline
-during the first timed pass.  The cases run in child processes (one per
-layer; ``one_child=True`` puts them all in one), smallest first, with the
-allocator returning freed blocks at once (as ``benchmarks.layers``), so each
-case's peak is its live-tensor peak.  A case that fails (out of memory)
-ends its layer's sweep: the larger cases are recorded as skipped.
+passes (median), in child processes (one per layer; ``one_child=True``
+puts them all in one), smallest first.  Peak memory is the resident-set
+peak above the baseline during one pass, measured in a second child with
+the allocator returning freed blocks at once (as ``benchmarks.layers``), so
+each case's peak is its live-tensor peak; the times come from the default
+allocator, which that setting slows (see :func:`run_children`).  A case that
+fails (out of memory) ends its layer's sweep: the larger cases are recorded
+as skipped.
 
 The log-log slope of time and memory is fitted by least squares over all
 points and over the last three (the asymptotic regime; small graphs are
@@ -99,22 +101,26 @@ def step(module, forward, x) -> None:
 
 
 def measure(layer: str, num_nodes: int, degree: int, repeats: int,
-            seed: int, chunk_size=None) -> dict:
-    """Median forward+backward seconds and peak resident bytes above the
-    baseline during the first timed pass."""
+            seed: int, chunk_size=None, what: str = 'both') -> dict:
+    """After one warm-up pass: the median forward+backward seconds over
+    ``repeats`` passes (``what='time'``), the peak resident bytes above the
+    baseline during one pass (``'memory'``), or both from the same passes
+    (``'both'``: the first timed pass is the measured one)."""
     case = build(layer, num_nodes, degree, seed, chunk_size)
     step(*case)  # lazy initialisation, one-off allocations
     gc.collect()
     Path('/proc/self/clear_refs').write_text('5')  # reset the peak (VmHWM)
     base = _status_kib('VmRSS')
-    times = []
-    for i in range(max(repeats, 1)):
+    result, times = {}, []
+    for i in range(1 if what == 'memory' else max(repeats, 1)):
         start = time.perf_counter()
         step(*case)
         times.append(time.perf_counter() - start)
-        if i == 0:  # the kernel's RSS counters are approximate: clamp at 0
-            mem = max(_status_kib('VmHWM') - base, 0) * 1024
-    return dict(time_s=statistics.median(times), mem_bytes=mem)
+        if i == 0 and what != 'time':  # approximate counters: clamp at 0
+            result['mem_bytes'] = max(_status_kib('VmHWM') - base, 0) * 1024
+    if what != 'memory':
+        result['time_s'] = statistics.median(times)
+    return result
 
 
 def probe(cases: list) -> None:
@@ -129,7 +135,8 @@ def probe(cases: list) -> None:
             try:
                 result = measure(case['layer'], case['num_nodes'],
                                  case['degree'], case['repeats'],
-                                 case['seed'], case.get('chunk_size'))
+                                 case['seed'], case.get('chunk_size'),
+                                 case.get('what', 'both'))
             except (RuntimeError, MemoryError) as error:
                 failed.add(key)
                 result = dict(error=f'{type(error).__name__}: {error}'[:300])
@@ -160,40 +167,58 @@ def plan(nodes, degree, degree_nodes, degrees, dense_max_nodes, layers,
 
 def run_children(cases: list, one_child: bool = False,
                  timeout: float = 3600.0) -> list:
-    """Runs ``cases`` in child processes (one per layer, or one for all) and
+    """Runs ``cases`` in child processes (per layer, or all in one) and
     returns one row per case; the cases a child did not report (killed, out
-    of memory, timed out) get an ``error``."""
+    of memory, timed out) get an ``error``.
+
+    Each group runs twice, in two children: one times the passes with the
+    default allocator, the other measures the peak memory of one pass with
+    the allocator returning freed blocks at once (large blocks from and
+    back to mmap, small heaps trimmed), so that no case's peak is hidden by
+    memory an earlier one freed.  The two are not one run because that
+    allocator setting faults in every large temporary afresh, which
+    inflates the times (linear attention at 100,000 nodes: 3x)."""
     groups = [cases] if one_child else [
         [c for c in cases if c['layer'] == layer]
         for layer in dict.fromkeys(c['layer'] for c in cases)]
-    # large blocks come from and go back to mmap, small heaps are trimmed: a
-    # case's peak is not hidden by memory an earlier case freed
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536',
-               MALLOC_TRIM_THRESHOLD_='65536')
+    returning = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536',
+                     MALLOC_TRIM_THRESHOLD_='65536')
     rows = []
     for group in groups:
         if not group:
             continue
-        cmd = [sys.executable, '-m', 'benchmarks.scaling', json.dumps(group)]
-        try:
-            proc = subprocess.run(cmd, env=env, capture_output=True,
-                                  text=True, timeout=timeout, cwd=ROOT)
-            stdout, why = proc.stdout, (
-                f'child exited with code {proc.returncode} (out of memory?)'
-                f': {proc.stderr.strip()[-300:]}')
-        except subprocess.TimeoutExpired as error:
-            stdout = error.stdout or ''
-            stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
-            why = f'child timed out after {timeout:.0f} s'
-        done = [json.loads(line) for line in stdout.splitlines()
-                if line.startswith('{')]
-        for row in done:
+        timed = _run_child([dict(c, what='time') for c in group],
+                           dict(os.environ), timeout)
+        peaks = _run_child([dict(c, what='memory') for c in group],
+                           returning, timeout)
+        for case, t, m in zip(group, timed, peaks):
+            row = dict(case)
+            if 'error' in t or 'error' in m:
+                row['error'] = t.get('error') or m['error']
+            else:
+                row.update(time_s=t['time_s'], mem_bytes=m['mem_bytes'])
             _print_row(row)
-        rows += done
-        for case in group[len(done):]:
-            rows.append(dict(case, error=why))
-            _print_row(rows[-1])
+            rows.append(row)
     return rows
+
+
+def _run_child(group: list, env: dict, timeout: float) -> list:
+    """The rows one child reports for ``group``, in order; an ``error`` for
+    each case it did not report."""
+    cmd = [sys.executable, '-m', 'benchmarks.scaling', json.dumps(group)]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT)
+        stdout, why = proc.stdout, (
+            f'child exited with code {proc.returncode} (out of memory?)'
+            f': {proc.stderr.strip()[-300:]}')
+    except subprocess.TimeoutExpired as error:
+        stdout = error.stdout or ''
+        stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
+        why = f'child timed out after {timeout:.0f} s'
+    done = [json.loads(line) for line in stdout.splitlines()
+            if line.startswith('{')]
+    return done + [dict(case, error=why) for case in group[len(done):]]
 
 
 def _print_row(row: dict) -> None:

@@ -223,10 +223,39 @@ def test_scaling_measure_in_process(bench):
     for layer in bench.scaling.LAYERS:
         result = bench.scaling.measure(layer, 40, 3, 1, 0, chunk_size=16)
         assert result['time_s'] > 0 and result['mem_bytes'] >= 0
+    assert set(bench.scaling.measure('exact', 40, 3, 2, 0,
+                                     what='time')) == {'time_s'}
+    assert set(bench.scaling.measure('exact', 40, 3, 2, 0,
+                                     what='memory')) == {'mem_bytes'}
+
+
+def test_scaling_times_and_peaks_from_two_children(bench, monkeypatch):
+    def fake_run(cmd, env, **kwargs):
+        group = json.loads(cmd[-1])
+        returning = env.get('MALLOC_MMAP_THRESHOLD_') == '65536'
+        assert {c['what'] for c in group} == {
+            'memory' if returning else 'time'}
+        if returning:  # the memory child dies on the second case
+            rows = [dict(group[0], mem_bytes=7)]
+            return subprocess.CompletedProcess(
+                cmd, -9, '\n'.join(map(json.dumps, rows)), 'Killed')
+        rows = [dict(c, time_s=0.5) for c in group]
+        return subprocess.CompletedProcess(
+            cmd, 0, '\n'.join(map(json.dumps, rows)), '')
+
+    monkeypatch.delenv('MALLOC_MMAP_THRESHOLD_', raising=False)
+    monkeypatch.setattr(bench.scaling.subprocess, 'run', fake_run)
+    cases = bench.scaling.plan([100, 200], 2, 100, [], 1000, ['exact'])
+    first, second = bench.scaling.run_children(cases)
+    assert (first['time_s'], first['mem_bytes']) == (0.5, 7)
+    assert 'what' not in first
+    assert second['error'].startswith('child exited with code -9')
+    assert 'time_s' not in second
 
 
 def test_scaling_failure_skips_larger_cases(bench, monkeypatch, capsys):
-    def fake(layer, num_nodes, degree, repeats, seed, chunk_size=None):
+    def fake(layer, num_nodes, degree, repeats, seed, chunk_size=None,
+             what='both'):
         if num_nodes >= 200:
             raise RuntimeError('out of memory')
         return dict(time_s=1.0, mem_bytes=1)
