@@ -604,6 +604,15 @@ def execute_notebook(path, out=None, quick=False, results_dir=None,
     return nb
 
 
+def save_figure(fig, results_dir: Path, name: str) -> Path:
+    """Saves a notebook's chart as ``<results_dir>/figures/<name>.png``,
+    beside the results it plots (the README embeds the committed ones)."""
+    path = Path(results_dir) / 'figures' / f'{name}.png'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches='tight')
+    return path
+
+
 def run_notebooks(args, out_dir: Path) -> None:
     for name in NOTEBOOKS:
         src = ROOT / 'benchmarks' / name

@@ -75,6 +75,10 @@ def test_missing_results_give_notes(bench, tmp_path):
         if name.startswith('compare'):
             assert notes(nb).count('Showing `layers.json`') == 2
             assert len(outputs(nb, 'image/png')) == 2  # time and memory
+    # each chart is saved beside the results it shows (the scaling
+    # notebook's edge sweep reads the committed layers' file)
+    assert sorted(p.name for p in (results / 'figures').iterdir()) == [
+        'mem_ratio.png', 'memory_vs_edges.png', 'time_ratio.png']
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
