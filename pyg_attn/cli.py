@@ -114,13 +114,14 @@ def run_compare(args: argparse.Namespace) -> int:
         return 1
 
     seeds = f"{protocol.seeds} seed{'s' if protocol.seeds > 1 else ''}"
-    threads = torch.get_num_threads()
     jobs = min(args.jobs, len(rows))  # compare starts no idle processes
+    threads = worker_threads(jobs) if jobs > 1 else torch.get_num_threads()
+    threads = f"{threads} thread{'s' if threads > 1 else ''}"
     if jobs > 1:
-        threads = f'{jobs} processes of {worker_threads(jobs)}'
+        threads = f'{jobs} processes of {threads}'
     title = (f'{args.dataset}: test accuracy over {seeds} '
              f'(max {protocol.epochs} epochs, patience {protocol.patience}), '
-             f'on {args.device}' + (f' ({threads} threads)'
+             f'on {args.device}' + (f' ({threads})'
                                    if args.device == 'cpu' else ''))
     print(format_table(rows, title))
     os.makedirs(args.out_dir, exist_ok=True)
