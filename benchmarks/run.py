@@ -295,16 +295,21 @@ def _example_row(result: dict) -> dict:
 
 def _compare_rows(result: dict) -> list:
     """The rows of ``pyg-attn compare``'s JSON in the accuracy suite's
-    form (as :func:`run_compare`)."""
+    form."""
     return [dict(dataset=result['dataset'], conv=r['mechanism'],
-                 origin=r['origin'], layer=r['layer'], metric='accuracy',
-                 mean=r['accuracy_mean'], std=r['accuracy_std'],
-                 values=r['accuracies'], num_runs=len(r['accuracies']),
-                 epoch_time_s=r['epoch_ms'] / 1000,
-                 parameters=r['parameters'],
-                 peak_mem_bytes=None if r['peak_mib'] is None else
-                 round(r['peak_mib'] * 2**20))
-            for r in result['rows']]
+                 **compare_fields(r)) for r in result['rows']]
+
+
+def compare_fields(row: dict) -> dict:
+    """An accuracy-suite row's fields from a row of
+    :func:`pyg_attn.compare.compare`."""
+    return dict(metric='accuracy', mean=row['accuracy_mean'],
+                std=row['accuracy_std'], values=row['accuracies'],
+                num_runs=len(row['accuracies']),
+                epoch_time_s=row['epoch_ms'] / 1000, layer=row['layer'],
+                origin=row['origin'], parameters=row['parameters'],
+                peak_mem_bytes=None if row['peak_mib'] is None else
+                round(row['peak_mib'] * 2**20), note=row.get('note'))
 
 
 def accuracy_plan(args) -> list:
@@ -373,15 +378,7 @@ def run_compare(dataset: str, args) -> list:
         try:
             result, = compare(dataset, root=args.root, names=[name],
                               protocol=protocol, device=device)
-            row.update(
-                metric='accuracy', mean=result['accuracy_mean'],
-                std=result['accuracy_std'], values=result['accuracies'],
-                num_runs=len(result['accuracies']),
-                epoch_time_s=result['epoch_ms'] / 1000,
-                layer=result['layer'], origin=result['origin'],
-                parameters=result['parameters'],
-                peak_mem_bytes=None if result['peak_mib'] is None else
-                round(result['peak_mib'] * 2**20), note=result['note'])
+            row.update(compare_fields(result))
         except Exception as error:  # one failure must not end a run
             row['error'] = f'{type(error).__name__}: {error}'
             print(f'{dataset} {name}: {row["error"]}', file=sys.stderr,
