@@ -26,7 +26,7 @@ from pyg_attn.compare import (DATASETS, FULL, QUICK, Protocol, compare,
                               environment, format_table, available_mechanisms,
                               plot,
                               write_csv, write_json)
-from pyg_attn.compare.runner import worker_threads
+from pyg_attn.compare.runner import worker_processes, worker_threads
 
 
 def _compare_parser(subparsers) -> argparse.ArgumentParser:
@@ -114,7 +114,7 @@ def run_compare(args: argparse.Namespace) -> int:
         return 1
 
     seeds = f"{protocol.seeds} seed{'s' if protocol.seeds > 1 else ''}"
-    jobs = min(args.jobs, len(rows))  # compare starts no idle processes
+    jobs = worker_processes(args.jobs, len(rows))
     threads = worker_threads(jobs) if jobs > 1 else torch.get_num_threads()
     threads = f"{threads} thread{'s' if threads > 1 else ''}"
     if jobs > 1:

@@ -145,9 +145,10 @@ def compare(
         raise ValueError(f'unknown or unavailable mechanisms {unknown}; '
                          f'available: {list(available)}')
     data = DATASETS[dataset](root)  # processed here, once, before any worker
-    if jobs > 1 and len(names) > 1:
+    processes = worker_processes(jobs, len(names))
+    if processes > 1:
         return _compare_in_processes(dataset, root, names, protocol, device,
-                                     show_progress, min(jobs, len(names)))
+                                     show_progress, processes)
     rows = []
     total = len(names) * protocol.seeds * protocol.epochs
     with tqdm(total=total, unit='epoch', disable=not show_progress,
@@ -182,6 +183,12 @@ def _compare_in_processes(dataset: str, root: Optional[str],
             progress.set_postfix_str(futures[future])
             progress.update()
     return [rows[name] for name in names]
+
+
+def worker_processes(jobs: int, num_mechanisms: int) -> int:
+    """Worker processes :func:`compare` starts (none idle); 1 means it
+    trains in its own process."""
+    return min(jobs, num_mechanisms)
 
 
 def worker_threads(jobs: int) -> int:
