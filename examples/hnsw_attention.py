@@ -257,6 +257,7 @@ def main(argv=None) -> int:
     runs = [(name, variant, layer) for name in args.dataset
             for variant in args.variants for layer in args.layers
             if not (name == 'CiteSeer-vectors' and variant == 'keep')]
+
     def save(rows):
         write_json(dict(args=vars(args), environment=environment(args.device),
                         rows=rows), args.out)
