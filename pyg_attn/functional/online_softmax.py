@@ -13,7 +13,9 @@ arrive one after another; each destination keeps a running maximum
 accumulator, and when a chunk raises :math:`\mu_i` the old sum and accumulator
 are rescaled by :math:`\exp(\mu_{old} - \mu_{new})` (Milakov & Gimelshein 2018;
 FlashAttention, Dao et al. 2022).  Memory is
-:math:`O(N H C + \text{chunk} \cdot H C)`, never :math:`O(E H C)`.
+:math:`O(N H C + \text{chunk} \cdot H C)`, never :math:`O(E H C)`.  A chunk
+updates only the rows of the destinations it touches, so time is
+:math:`O(E H C)` in all, not :math:`O(N H C)` per chunk.
 
 Backward saves only the inputs, the output and the per-destination log-sum-exp
 :math:`L_i = \mu_i + \log \ell_i`, and recomputes each chunk's scores and
@@ -26,9 +28,10 @@ messages: with :math:`p_e = \exp(s_e - L_i)` and
     \rangle - D_i\right),
 
 pulled back through the score and message functions by autograd, chunk by
-chunk.  Statistics are kept in float32 for float16/bfloat16 inputs.
+chunk, with respect to the chunk's own rows of the inputs (``gather``), whose
+gradients are added into the inputs' by index.  Statistics are kept in float32 for float16/bfloat16 inputs.
 """
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -36,6 +39,11 @@ from torch import Tensor
 from pyg_attn.functional.softmax import edge_softmax, stat_dtype
 
 ChunkFn = Callable[[Sequence[Tensor], int, int], Tensor]
+Gather = Optional[Sequence[Union[Tensor, str, None]]]
+
+#: ``gather`` entry of a tensor with one row per edge: a chunk reads its rows
+#: ``start:end``.
+EDGES = 'edges'
 
 
 def _chunks(num_edges: int, chunk_size: int):
@@ -50,10 +58,43 @@ def _keep(shape, p: float, seed: int, chunk: int, device) -> Tensor:
     return keep.to(torch.float32) / (1.0 - p)
 
 
-def _forward(score_fn, message_fn, tensors, dst, num_dst, chunk_size,
+def _check_gather(gather: Gather, tensors: Sequence[Tensor]) -> list:
+    if gather is None:
+        return [None] * len(tensors)
+    gather = list(gather)
+    assert len(gather) == len(tensors)
+    assert all(g is None or g is EDGES or isinstance(g, Tensor)
+               for g in gather)
+    return gather
+
+
+def _chunk_view(tensor: Tensor, gather, start: int, end: int) -> Tensor:
+    """What a chunk's functions see of ``tensor``: its gathered rows
+    ``[c, ...]``, its edge rows ``start:end``, or all of it."""
+    if gather is None:
+        return tensor
+    if gather is EDGES:
+        return tensor[start:end]
+    return tensor.index_select(0, gather[start:end])
+
+
+def _accumulate(total: Tensor, grad: Tensor, gather, start: int,
+                end: int) -> None:
+    """Adds a chunk's gradient of a view (see :func:`_chunk_view`) into the
+    gradient of the whole tensor, touching only the chunk's rows."""
+    if gather is None:
+        total.add_(grad)
+    elif gather is EDGES:
+        total[start:end].add_(grad)
+    else:
+        total.index_add_(0, gather[start:end], grad)
+
+
+def _forward(score_fn, message_fn, tensors, gather, dst, num_dst, chunk_size,
              dropout, seed):
     device = dst.device
-    heads, channels = message_fn(tensors, 0, 0).shape[1:]
+    views = [_chunk_view(t, g, 0, 0) for t, g in zip(tensors, gather)]
+    heads, channels = message_fn(views, 0, 0).shape[1:]
     dtype = stat_dtype(tensors[0].dtype)
     lse_max = torch.full((num_dst, heads), float('-inf'), dtype=dtype,
                          device=device)
@@ -61,22 +102,38 @@ def _forward(score_fn, message_fn, tensors, dst, num_dst, chunk_size,
     out = torch.zeros((num_dst, heads, channels), dtype=dtype, device=device)
     for k, (start, end) in enumerate(_chunks(dst.numel(), chunk_size)):
         index = dst[start:end]
-        score = score_fn(tensors, start, end).to(dtype)  # [c, H]
-        message = message_fn(tensors, start, end)  # [c, H, C]
-        idx = index.view(-1, 1).expand_as(score)
-        new_max = lse_max.scatter_reduce(0, idx, score, reduce='amax')
-        # exp(old - new), 1 where a row has seen no edge yet (-inf - -inf)
-        rescale = torch.where(torch.isinf(new_max), 0.0,
-                              lse_max - new_max).exp()  # [N, H]
-        p = (score - new_max.index_select(0, index)).exp()  # [c, H]
-        lse_sum = lse_sum * rescale + torch.zeros_like(lse_sum).scatter_add_(
-            0, idx, p)
+        views = [_chunk_view(t, g, start, end)
+                 for t, g in zip(tensors, gather)]
+        score = score_fn(views, start, end).to(dtype)  # [c, H]
+        message = message_fn(views, start, end)  # [c, H, C]
+        # Only the destinations this chunk touches change: the update works
+        # on their rows, so a chunk costs O(c) and not O(N).  The first chunk
+        # meets the initial statistics and needs no rescaling.
+        if k == 0:
+            rows, local = None, index
+        else:
+            rows, local = torch.unique(index, return_inverse=True)  # [u], [c]
+        old_max = lse_max if rows is None else lse_max.index_select(0, rows)
+        idx = local.view(-1, 1).expand_as(score)
+        new_max = old_max.scatter_reduce(0, idx, score, reduce='amax')
+        p = (score - new_max.index_select(0, local)).exp()  # [c, H]
+        sums = torch.zeros_like(new_max).scatter_add_(0, idx, p)  # [u, H]
         if dropout > 0:
             p = p * _keep(p.shape, dropout, seed, k, device)
         weighted = message.to(dtype) * p.unsqueeze(-1)  # [c, H, C]
-        out = out * rescale.unsqueeze(-1) + torch.zeros_like(out).index_add_(
-            0, index, weighted)
-        lse_max = new_max
+        acc = out.new_zeros((new_max.size(0), heads, channels)).index_add_(
+            0, local, weighted)  # [u, H, C]
+        if rows is None:
+            lse_max, lse_sum, out = new_max, sums, acc
+            continue
+        # exp(old - new), 0 where a row has seen no edge yet (-inf - -inf)
+        rescale = torch.where(torch.isinf(new_max), 0.0,
+                              old_max - new_max).exp()  # [u, H]
+        lse_sum.index_copy_(0, rows, lse_sum.index_select(0, rows) * rescale +
+                            sums)
+        out.index_copy_(0, rows, out.index_select(0, rows) *
+                        rescale.unsqueeze(-1) + acc)
+        lse_max.index_copy_(0, rows, new_max)
     has_edges = lse_sum > 0
     out = out / torch.where(has_edges, lse_sum, 1.0).unsqueeze(-1)
     lse = torch.where(has_edges, lse_max + lse_sum.log(), float('-inf'))
@@ -85,12 +142,13 @@ def _forward(score_fn, message_fn, tensors, dst, num_dst, chunk_size,
 
 class _OnlineSoftmaxAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, fns, dst, num_dst, chunk_size, dropout, seed, *tensors):
+    def forward(ctx, fns, gather, dst, num_dst, chunk_size, dropout, seed,
+                *tensors):
         score_fn, message_fn = fns
-        out, lse = _forward(score_fn, message_fn, tensors, dst, num_dst,
-                            chunk_size, dropout, seed)
-        ctx.fns, ctx.chunk_size, ctx.dropout, ctx.seed = (fns, chunk_size,
-                                                          dropout, seed)
+        out, lse = _forward(score_fn, message_fn, tensors, gather, dst,
+                            num_dst, chunk_size, dropout, seed)
+        ctx.fns, ctx.gather, ctx.chunk_size, ctx.dropout, ctx.seed = (
+            fns, gather, chunk_size, dropout, seed)
         ctx.save_for_backward(dst, out, lse, *tensors)
         return out.to(tensors[0].dtype), lse
 
@@ -98,15 +156,18 @@ class _OnlineSoftmaxAttention(torch.autograd.Function):
     def backward(ctx, grad_out, grad_lse):
         dst, out, lse, *tensors = ctx.saved_tensors
         score_fn, message_fn = ctx.fns
-        needs = ctx.needs_input_grad[6:]
-        leaves = [t.detach().requires_grad_(n) for t, n in zip(tensors, needs)]
-        wanted = [t for t in leaves if t.requires_grad]
-        grads = [torch.zeros_like(t) for t in wanted]
+        needs = ctx.needs_input_grad[7:]
+        grads = [torch.zeros_like(t) if n else None
+                 for t, n in zip(tensors, needs)]
         grad_out = grad_out.to(out.dtype)
         delta = (grad_out * out).sum(-1)  # [N, H]
         for k, (start, end) in enumerate(_chunks(dst.numel(),
                                                  ctx.chunk_size)):
             index = dst[start:end]
+            # leaves of this chunk: its gathered or edge rows, so autograd
+            # returns gradients of chunk size and not of node-tensor size
+            leaves = [_chunk_view(t.detach(), g, start, end).requires_grad_(n)
+                      for t, g, n in zip(tensors, ctx.gather, needs)]
             with torch.enable_grad():
                 score = score_fn(leaves, start, end)  # [c, H]
                 message = message_fn(leaves, start, end)  # [c, H, C]
@@ -126,15 +187,14 @@ class _OnlineSoftmaxAttention(torch.autograd.Function):
                      if o.requires_grad]
             if not pairs:
                 continue
+            wanted = [i for i, n in enumerate(needs) if n]
             chunk_grads = torch.autograd.grad(
-                [o for o, _ in pairs], wanted, [g for _, g in pairs],
-                allow_unused=True)
-            for acc, grad in zip(grads, chunk_grads):
+                [o for o, _ in pairs], [leaves[i] for i in wanted],
+                [g for _, g in pairs], allow_unused=True)
+            for i, grad in zip(wanted, chunk_grads):
                 if grad is not None:
-                    acc.add_(grad)
-        it = iter(grads)
-        tensor_grads = [next(it) if n else None for n in needs]
-        return (None, None, None, None, None, None, *tensor_grads)
+                    _accumulate(grads[i], grad, ctx.gather[i], start, end)
+        return (None, None, None, None, None, None, None, *grads)
 
 
 def online_softmax_attention(
@@ -146,14 +206,16 @@ def online_softmax_attention(
     chunk_size: int = 65536,
     dropout: float = 0.0,
     training: bool = False,
+    gather: Gather = None,
 ) -> Tuple[Tensor, Tensor]:
     r"""Softmax attention over each destination's incoming edges, in chunks.
 
     Args:
-        score_fn (callable): ``score_fn(tensors, start, end)`` returns the
+        score_fn (callable): ``score_fn(views, start, end)`` returns the
             logits ``[end - start, H]`` of edges ``start:end``; it must be
-            differentiable in ``tensors``.
-        message_fn (callable): ``message_fn(tensors, start, end)`` returns
+            differentiable in ``views``, the chunk's views of ``tensors``
+            (see ``gather``).
+        message_fn (callable): ``message_fn(views, start, end)`` returns
             the messages ``[end - start, H, C]`` of edges ``start:end``.
         tensors (sequence of Tensor): everything both functions read that may
             need a gradient (projected nodes, edge features, weights).  The
@@ -165,6 +227,14 @@ def online_softmax_attention(
             after normalisation as in :func:`torch.nn.functional.dropout`;
             the mask is replayed in backward from a seed. (default: ``0``)
         training (bool, optional): apply dropout. (default: :obj:`False`)
+        gather (sequence, optional): how a chunk sees each tensor, one entry
+            per tensor: an index ``[E]`` (the chunk sees the rows
+            ``tensor[index[start:end]]``, e.g. ``dst`` for queries),
+            :obj:`EDGES` (a tensor with one row per edge: the chunk sees
+            ``tensor[start:end]``) or :obj:`None` (the whole tensor, e.g. a
+            weight).  Gathered and edge tensors cost O(chunk) per chunk in
+            backward; a whole tensor costs its size per chunk, so pass large
+            node tensors by index. (default: :obj:`None`, all whole)
 
     Returns:
         ``(out, lse)``: ``out`` ``[num_dst, H, C]`` (zeros where there is no
@@ -174,18 +244,23 @@ def online_softmax_attention(
         (the compiler fuses it); the result is the same.
     """
     assert chunk_size >= 1
+    gather = _check_gather(gather, tensors)
     p = dropout if training else 0.0
     if torch.compiler.is_compiling():
-        return _single_chunk(score_fn, message_fn, tensors, dst, num_dst, p)
+        return _single_chunk(score_fn, message_fn, tensors, gather, dst,
+                             num_dst, p)
     seed = int(torch.randint(0, 2**31 - 1, (1,))) if p > 0 else 0
-    return _OnlineSoftmaxAttention.apply((score_fn, message_fn), dst, num_dst,
-                                         chunk_size, p, seed, *tensors)
+    return _OnlineSoftmaxAttention.apply((score_fn, message_fn), gather, dst,
+                                         num_dst, chunk_size, p, seed,
+                                         *tensors)
 
 
-def _single_chunk(score_fn, message_fn, tensors, dst, num_dst, dropout):
+def _single_chunk(score_fn, message_fn, tensors, gather, dst, num_dst,
+                  dropout):
     num_edges = dst.numel()
-    score = score_fn(tensors, 0, num_edges)  # [E, H]
-    message = message_fn(tensors, 0, num_edges)  # [E, H, C]
+    views = [_chunk_view(t, g, 0, num_edges) for t, g in zip(tensors, gather)]
+    score = score_fn(views, 0, num_edges)  # [E, H]
+    message = message_fn(views, 0, num_edges)  # [E, H, C]
     alpha = edge_softmax(score, dst, num_dst)  # [E, H]
     weights = torch.nn.functional.dropout(alpha, dropout, True)
     out = message.new_zeros((num_dst, ) + tuple(message.shape[1:]),
@@ -210,12 +285,20 @@ def logsumexp_by_destination(score: Tensor, dst: Tensor,
 
 
 def attention_weights(score_fn: ChunkFn, tensors: Sequence[Tensor],
-                      lse: Tensor, dst: Tensor,
-                      chunk_size: int = 65536) -> Tensor:
+                      lse: Tensor, dst: Tensor, chunk_size: int = 65536,
+                      gather: Gather = None) -> Tensor:
     """The weights :math:`\\exp(s_e - L_{d_e})` ``[E, H]`` from the saved
-    log-sum-exp, chunk by chunk (no gradient)."""
+    log-sum-exp, chunk by chunk (no gradient); ``gather`` as in
+    :func:`online_softmax_attention`."""
+    gather = _check_gather(gather, tensors)
+
+    def score(start, end):
+        views = [_chunk_view(t, g, start, end)
+                 for t, g in zip(tensors, gather)]
+        return score_fn(views, start, end).to(lse.dtype)
+
     with torch.no_grad():
-        parts = [(score_fn(tensors, start, end).to(lse.dtype) -
+        parts = [(score(start, end) -
                   lse.index_select(0, dst[start:end])).exp()
                  for start, end in _chunks(dst.numel(), chunk_size)]
     return torch.cat(parts) if parts else lse.new_zeros((0, lse.size(1)))

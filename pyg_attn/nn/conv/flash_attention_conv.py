@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyg_attn.functional.online_softmax import (attention_weights,
+from pyg_attn.functional.online_softmax import (EDGES, attention_weights,
                                                 online_softmax_attention)
 from pyg_attn.nn.conv.dot_product_attention_conv import DotProductAttentionConv
 
@@ -67,32 +67,33 @@ class FlashAttentionConv(DotProductAttentionConv):
         H, C = self.heads, self.out_channels
         src, dst = edge_index[0], edge_index[1]
         scale = 1.0 / math.sqrt(C)
-        tensors = [query, key, value]
+        tensors, gather = [query, key, value], [dst, src, src]
         if edge_attr is not None:
             tensors += [edge_attr, self.lin_edge.weight]
+            gather += [EDGES, None]
 
-        def with_edges(t, rows: Tensor, start: int, end: int) -> Tensor:
+        # each chunk sees its rows: t[0] queries of its destinations, t[1]
+        # and t[2] keys and values of its sources, t[3] its edge features
+        def with_edges(t, rows: Tensor) -> Tensor:
             if len(t) == 3:
                 return rows
-            return rows + F.linear(t[3][start:end], t[4]).view(-1, H, C)
+            return rows + F.linear(t[3], t[4]).view(-1, H, C)
 
         def score_fn(t, start: int, end: int) -> Tensor:
-            key_e = with_edges(t, t[1].index_select(0, src[start:end]), start,
-                               end)  # [c, H, C]
-            return torch.linalg.vecdot(t[0].index_select(0, dst[start:end]),
-                                       key_e) * scale  # [c, H]
+            key_e = with_edges(t, t[1])  # [c, H, C]
+            return torch.linalg.vecdot(t[0], key_e) * scale  # [c, H]
 
         def message_fn(t, start: int, end: int) -> Tensor:
-            return with_edges(t, t[2].index_select(0, src[start:end]), start,
-                              end)  # [c, H, C]
+            return with_edges(t, t[2])  # [c, H, C]
 
         out, lse = online_softmax_attention(score_fn, message_fn, tensors,
                                             dst, num_dst, self.chunk_size,
-                                            self.dropout, self.training)
+                                            self.dropout, self.training,
+                                            gather)
         alpha = None
         if need_weights:
             alpha = attention_weights(score_fn, tensors, lse, dst,
-                                      self.chunk_size)
+                                      self.chunk_size, gather)
         return out, alpha
 
     def __repr__(self) -> str:
