@@ -28,8 +28,9 @@ messages: with :math:`p_e = \exp(s_e - L_i)` and
     \rangle - D_i\right),
 
 pulled back through the score and message functions by autograd, chunk by
-chunk, with respect to the chunk's own rows of the inputs (``gather``), whose
-gradients are added into the inputs' by index.  Statistics are kept in float32 for float16/bfloat16 inputs.
+chunk, with respect to the chunk's own rows of the inputs (``gather``) where
+they are fewer than the input's rows; their gradients are added into the
+inputs' by index.  Statistics are kept in float32 for float16/bfloat16 inputs.
 """
 from typing import Callable, Optional, Sequence, Tuple, Union
 
@@ -88,6 +89,22 @@ def _accumulate(total: Tensor, grad: Tensor, gather, start: int,
         total[start:end].add_(grad)
     else:
         total.index_add_(0, gather[start:end], grad)
+
+
+def _backward_leaf(tensor: Tensor, gather, start: int, end: int,
+                   need: bool) -> Tuple[Tensor, Tensor, object]:
+    """A chunk's leaf for backward, the view its functions see, and how the
+    leaf's gradient adds into the tensor's (see :func:`_accumulate`).  A
+    gathered tensor's leaf is the chunk's rows when they are fewer than the
+    tensor's, so autograd returns a gradient of chunk size and not of node
+    size; otherwise the leaf is the whole tensor.  Call under grad mode."""
+    tensor = tensor.detach()
+    if gather is None or (gather is not EDGES and
+                          end - start >= tensor.size(0)):
+        leaf = tensor.requires_grad_(need)
+        return leaf, _chunk_view(leaf, gather, start, end), None
+    leaf = _chunk_view(tensor, gather, start, end).requires_grad_(need)
+    return leaf, leaf, gather
 
 
 def _forward(score_fn, message_fn, tensors, gather, dst, num_dst, chunk_size,
@@ -164,13 +181,12 @@ class _OnlineSoftmaxAttention(torch.autograd.Function):
         for k, (start, end) in enumerate(_chunks(dst.numel(),
                                                  ctx.chunk_size)):
             index = dst[start:end]
-            # leaves of this chunk: its gathered or edge rows, so autograd
-            # returns gradients of chunk size and not of node-tensor size
-            leaves = [_chunk_view(t.detach(), g, start, end).requires_grad_(n)
-                      for t, g, n in zip(tensors, ctx.gather, needs)]
             with torch.enable_grad():
-                score = score_fn(leaves, start, end)  # [c, H]
-                message = message_fn(leaves, start, end)  # [c, H, C]
+                leaves, views, spans = zip(*[
+                    _backward_leaf(t, g, start, end, n)
+                    for t, g, n in zip(tensors, ctx.gather, needs)])
+                score = score_fn(views, start, end)  # [c, H]
+                message = message_fn(views, start, end)  # [c, H, C]
             with torch.no_grad():
                 p = (score.to(lse.dtype) - lse.index_select(0, index)).exp()
                 g = grad_out.index_select(0, index)  # [c, H, C]
@@ -193,7 +209,7 @@ class _OnlineSoftmaxAttention(torch.autograd.Function):
                 [g for _, g in pairs], allow_unused=True)
             for i, grad in zip(wanted, chunk_grads):
                 if grad is not None:
-                    _accumulate(grads[i], grad, ctx.gather[i], start, end)
+                    _accumulate(grads[i], grad, spans[i], start, end)
         return (None, None, None, None, None, None, None, *grads)
 
 

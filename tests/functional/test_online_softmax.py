@@ -77,7 +77,9 @@ def _gathered_problem(num_nodes=9, num_edges=70, heads=2, channels=3):
         dst, n
 
 
-@pytest.mark.parametrize('chunk_size', [1, 4, 1000])
+# fewer rows than nodes (chunk leaves); both (9 edges per chunk, 7 in the
+# last: 9 nodes); more (whole leaves)
+@pytest.mark.parametrize('chunk_size', [1, 4, 9, 1000])
 def test_gathered_rows_match_loop_reference(chunk_size):
     score_fn, message_fn, gather, reference, (h, att, w), dst, n = \
         _gathered_problem()
