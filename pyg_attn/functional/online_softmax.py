@@ -32,6 +32,7 @@ chunk, with respect to the chunk's own rows of the inputs (``gather``) where
 they are fewer than the input's rows; their gradients are added into the
 inputs' by index.  Statistics are kept in float32 for float16/bfloat16 inputs.
 """
+import collections.abc
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
@@ -79,6 +80,24 @@ def _chunk_view(tensor: Tensor, gather, start: int, end: int) -> Tensor:
     return tensor.index_select(0, gather[start:end])
 
 
+class _ChunkViews(collections.abc.Sequence):
+    """A chunk's views of ``tensors`` (:func:`_chunk_view`), made on each
+    access and not kept: a function holds only the rows it reads, for as long
+    as it reads them."""
+    def __init__(self, tensors, gather, start: int, end: int):
+        self.tensors, self.gather = tensors, gather
+        self.start, self.end = start, end
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        return _chunk_view(self.tensors[i], self.gather[i], self.start,
+                           self.end)
+
+
 def _accumulate(total: Tensor, grad: Tensor, gather, start: int,
                 end: int) -> None:
     """Adds a chunk's gradient of a view (see :func:`_chunk_view`) into the
@@ -92,25 +111,24 @@ def _accumulate(total: Tensor, grad: Tensor, gather, start: int,
 
 
 def _backward_leaf(tensor: Tensor, gather, start: int, end: int,
-                   need: bool) -> Tuple[Tensor, Tensor, object]:
-    """A chunk's leaf for backward, the view its functions see, and how the
-    leaf's gradient adds into the tensor's (see :func:`_accumulate`).  A
-    gathered tensor's leaf is the chunk's rows when they are fewer than the
-    tensor's, so autograd returns a gradient of chunk size and not of node
-    size; otherwise the leaf is the whole tensor.  Call under grad mode."""
+                   need: bool) -> Tuple[Tensor, object, object]:
+    """A chunk's leaf for backward, how the chunk's view is made from it
+    (see :func:`_chunk_view`) and how its gradient adds into the tensor's
+    (see :func:`_accumulate`).  A gathered tensor's leaf is the chunk's rows
+    when they are fewer than the tensor's, so autograd returns a gradient of
+    chunk size and not of node size; otherwise it is the whole tensor."""
     tensor = tensor.detach()
     if gather is None or (gather is not EDGES and
                           end - start >= tensor.size(0)):
-        leaf = tensor.requires_grad_(need)
-        return leaf, _chunk_view(leaf, gather, start, end), None
+        return tensor.requires_grad_(need), gather, None
     leaf = _chunk_view(tensor, gather, start, end).requires_grad_(need)
-    return leaf, leaf, gather
+    return leaf, None, gather
 
 
 def _forward(score_fn, message_fn, tensors, gather, dst, num_dst, chunk_size,
              dropout, seed):
     device = dst.device
-    views = [_chunk_view(t, g, 0, 0) for t, g in zip(tensors, gather)]
+    views = _ChunkViews(tensors, gather, 0, 0)
     heads, channels = message_fn(views, 0, 0).shape[1:]
     dtype = stat_dtype(tensors[0].dtype)
     lse_max = torch.full((num_dst, heads), float('-inf'), dtype=dtype,
@@ -119,8 +137,7 @@ def _forward(score_fn, message_fn, tensors, gather, dst, num_dst, chunk_size,
     out = torch.zeros((num_dst, heads, channels), dtype=dtype, device=device)
     for k, (start, end) in enumerate(_chunks(dst.numel(), chunk_size)):
         index = dst[start:end]
-        views = [_chunk_view(t, g, start, end)
-                 for t, g in zip(tensors, gather)]
+        views = _ChunkViews(tensors, gather, start, end)
         score = score_fn(views, start, end).to(dtype)  # [c, H]
         message = message_fn(views, start, end)  # [c, H, C]
         # Only the destinations this chunk touches change: the update works
@@ -182,9 +199,10 @@ class _OnlineSoftmaxAttention(torch.autograd.Function):
                                                  ctx.chunk_size)):
             index = dst[start:end]
             with torch.enable_grad():
-                leaves, views, spans = zip(*[
+                leaves, view_gather, spans = zip(*[
                     _backward_leaf(t, g, start, end, n)
                     for t, g, n in zip(tensors, ctx.gather, needs)])
+                views = _ChunkViews(leaves, view_gather, start, end)
                 score = score_fn(views, start, end)  # [c, H]
                 message = message_fn(views, start, end)  # [c, H, C]
             with torch.no_grad():
@@ -309,9 +327,8 @@ def attention_weights(score_fn: ChunkFn, tensors: Sequence[Tensor],
     gather = _check_gather(gather, tensors)
 
     def score(start, end):
-        views = [_chunk_view(t, g, start, end)
-                 for t, g in zip(tensors, gather)]
-        return score_fn(views, start, end).to(lse.dtype)
+        return score_fn(_ChunkViews(tensors, gather, start, end), start,
+                        end).to(lse.dtype)
 
     with torch.no_grad():
         parts = [(score(start, end) -
