@@ -64,9 +64,13 @@ def _check_gather(gather: Gather, tensors: Sequence[Tensor]) -> list:
     if gather is None:
         return [None] * len(tensors)
     gather = list(gather)
-    assert len(gather) == len(tensors)
-    assert all(g is None or g is EDGES or isinstance(g, Tensor)
-               for g in gather)
+    if len(gather) != len(tensors):
+        raise ValueError(f"'gather' has {len(gather)} entries for "
+                         f"{len(tensors)} tensors; give one per tensor")
+    for i, g in enumerate(gather):
+        if not (g is None or g is EDGES or isinstance(g, Tensor)):
+            raise ValueError(f"'gather[{i}]' ({g!r}) must be an index "
+                             "tensor, EDGES or None")
     return gather
 
 
@@ -195,6 +199,7 @@ class _OnlineSoftmaxAttention(torch.autograd.Function):
                  for t, n in zip(tensors, needs)]
         grad_out = grad_out.to(out.dtype)
         delta = (grad_out * out).sum(-1)  # [N, H]
+        wanted = [i for i, n in enumerate(needs) if n]
         for k, (start, end) in enumerate(_chunks(dst.numel(),
                                                  ctx.chunk_size)):
             index = dst[start:end]
@@ -221,7 +226,6 @@ class _OnlineSoftmaxAttention(torch.autograd.Function):
                      if o.requires_grad]
             if not pairs:
                 continue
-            wanted = [i for i, n in enumerate(needs) if n]
             chunk_grads = torch.autograd.grad(
                 [o for o, _ in pairs], [leaves[i] for i in wanted],
                 [g for _, g in pairs], allow_unused=True)
@@ -269,6 +273,10 @@ def online_softmax_attention(
             weight).  Gathered and edge tensors cost O(chunk) per chunk in
             backward; a whole tensor costs its size per chunk, so pass large
             node tensors by index. (default: :obj:`None`, all whole)
+
+    Raises:
+        ValueError: ``gather`` without one entry per tensor, or with an
+            entry that is not an index, :obj:`EDGES` or :obj:`None`.
 
     Returns:
         ``(out, lse)``: ``out`` ``[num_dst, H, C]`` (zeros where there is no

@@ -133,3 +133,13 @@ def test_no_edges():
         lambda t, s, e: (t[0][empty[s:e]] ** 2).sum(-1),
         lambda t, s, e: t[0][empty[s:e]], (h, ), empty, 3)
     assert out.shape == (3, 2, 4) and (out == 0).all() and torch.isinf(lse).all()
+
+
+def test_bad_gather():
+    score_fn, message_fn, tensors, src, dst, n = _additive_problem()
+    with pytest.raises(ValueError, match="'gather' has 1 entries for 2"):
+        online_softmax_attention(score_fn, message_fn, tensors, dst, n,
+                                 gather=[src])
+    with pytest.raises(ValueError, match=r"'gather\[1\]' \('rows'\) must"):
+        online_softmax_attention(score_fn, message_fn, tensors, dst, n,
+                                 gather=[src, 'rows'])
