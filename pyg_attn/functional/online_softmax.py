@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from pyg_attn.functional.softmax import edge_softmax, stat_dtype
+from pyg_attn.functional.sparse import _rows
 
 ChunkFn = Callable[[Sequence[Tensor], int, int], Tensor]
 Gather = Optional[Sequence[Union[Tensor, str, None]]]
@@ -79,9 +80,7 @@ def _chunk_view(tensor: Tensor, gather, start: int, end: int) -> Tensor:
     ``[c, ...]``, its edge rows ``start:end``, or all of it."""
     if gather is None:
         return tensor
-    if gather is EDGES:
-        return tensor[start:end]
-    return tensor.index_select(0, gather[start:end])
+    return _rows(tensor, None if gather is EDGES else gather, start, end)
 
 
 class _ChunkViews(collections.abc.Sequence):
