@@ -36,11 +36,18 @@ def test_both_suites_write_merged_json(bench, tmp_path):
     assert row['num_features'] == 110 and row['leak_ours'] < 1e-5
 
 
-def test_memory_probe_runs_in_process(bench):
+def test_memory_probe_measures_the_saved_feature_maps(bench):
     if not Path('/proc/self/clear_refs').exists():
         pytest.skip('needs /proc/self/clear_refs (Linux)')
-    # 20,000 nodes: each [N, H, m] feature tensor alone is 10 MiB
-    assert bench.memory_probe('scaling', 20_000, 0) > 10 * 2**20
+    # In a fresh child, as the benchmark measures: in this process the
+    # allocator reuses pages earlier tests left resident, and in CI the peak
+    # came out under one feature map.  At 20,000 nodes each [N, H, m]
+    # feature map is 20,000 * heads * num_features * 4 bytes; backward needs
+    # both phi(q) and phi(k), so the true peak is at least two.  1.5 leaves
+    # room for the kernel's lagging RSS counters.
+    feature_map = 20_000 * bench.SCALING['heads'] * \
+        bench.SCALING['num_features'] * 4
+    assert bench.measure_memory('scaling', 20_000, 0) > 1.5 * feature_map
 
 
 def test_loglog_slope(bench):
