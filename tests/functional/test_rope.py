@@ -48,6 +48,20 @@ def test_partial_rotation_leaves_the_rest():
     assert_close(out, expected)
 
 
+@pytest.mark.parametrize('dim,rotary_dim', [(8, 8), (9, 6)])
+def test_rotate_gradients(dim, rotary_dim):
+    # of the features and of the positions (through the angles), with
+    # [E, 1, r/2] angles broadcast over 2 heads; whole and partial rotation
+    x = torch.randn(7, 2, dim, dtype=torch.float64, requires_grad=True)
+    pos = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    freqs, _ = rope_frequencies(rotary_dim, base=50.0, dtype=torch.float64)
+
+    def turn(x, pos):
+        return rope_rotate(x, rope_angles(pos * 3, freqs).unsqueeze(1))
+
+    assert torch.autograd.gradcheck(turn, (x, pos))
+
+
 def test_rotation_preserves_norm_and_composes():
     x = torch.randn(20, 3, 16, dtype=torch.float64)
     a = torch.randn(20, 1, 8, dtype=torch.float64) * 100
