@@ -196,13 +196,24 @@ class DotProductAttentionConv(MessagePassing):
                                          dst, None)  # [E, H]
         alpha = edge_softmax(logits / math.sqrt(C), dst, num_dst)  # [E, H]
         weights = F.dropout(alpha, p=self.dropout, training=self.training)
+        return self._aggregate(weights, value, edge_attr, edge_index,
+                               num_dst), alpha
 
+    def _aggregate(self, weights: Tensor, value: Tensor,
+                   edge_attr: Optional[Tensor], edge_index: Tensor,
+                   num_dst: int) -> Tensor:
+        """``[N, H, C]`` sums of ``[E, H]`` weights times the edges' values
+        ``v_j + W_e e_ij``, the edge term summed as ``[N, H, D]`` features
+        and projected after (no ``[E, H, C]`` tensor)."""
+        H, C = self.heads, self.out_channels
+        src, dst = edge_index[0], edge_index[1]
         out = gather_scatter(weights, value, src, dst, num_dst)  # [N, H, C]
         if edge_attr is not None:
+            w_edge = self.lin_edge.weight.view(H, C, -1)  # [H, C, D]
             edge_sum = gather_scatter(weights, edge_attr.unsqueeze(1), None,
                                       dst, num_dst)  # [N, H, D]
             out = out + torch.einsum('nhd,hcd->nhc', edge_sum, w_edge)
-        return out, alpha
+        return out
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '

@@ -5,8 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyg_attn.functional import (edge_softmax, gather_dot, gather_scatter,
-                                 rope_angles, rope_frequencies, rope_rotate)
+from pyg_attn.functional import (edge_softmax, rope_angles, rope_frequencies,
+                                 rope_rotate, sparse)
+from pyg_attn.functional.online_softmax import EDGES
+from pyg_attn.functional.recompute import edge_map
 from pyg_attn.nn.conv._validate import check_inputs
 from pyg_attn.nn.conv.dot_product_attention_conv import DotProductAttentionConv
 
@@ -29,13 +31,18 @@ def _check_pos(pos: Tensor, name: str, rows: int, what: str,
     return pos
 
 
-def _scatter_edges(weights: Tensor, messages: Tensor, dst: Tensor,
-                   num_dst: int) -> Tensor:
-    """``sum_{e: dst_e = i} w_e m_e`` of edge-aligned ``[E, H, C]``
-    messages (already materialised), summed in float32 for half inputs."""
-    msg = weights.unsqueeze(-1) * messages  # [E, H, C]
-    size = (num_dst, ) + tuple(msg.shape[1:])
-    return msg.new_zeros(size).index_add(0, dst, msg).to(messages.dtype)
+class _Named:
+    """A chunk's views (:func:`edge_map`) read by name; a view is made when
+    it is read."""
+    def __init__(self, names, views):
+        self.index = {name: i for i, name in enumerate(names)}
+        self.views = views
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.index
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.views[self.index[name]]
 
 
 class RotaryAttentionConv(DotProductAttentionConv):
@@ -69,9 +76,12 @@ class RotaryAttentionConv(DotProductAttentionConv):
     key, turns with :math:`\mathbf{k}_j`.  With ``rotate_value`` the values
     are rotated by :math:`\mathbf{p}_j` and the aggregate back by
     :math:`-\mathbf{p}_i`.  Both modes may be combined (the angles add).
-    Node mode without edge features builds no ``[E, H, C]`` tensor (it runs
-    :class:`DotProductAttentionConv`'s fused kernels on rotated nodes); edge
-    positions or edge features rotate a gathered ``[E, H, C]`` key.
+    No mode keeps an ``[E, H, C]`` tensor.  Node mode without edge features
+    runs :class:`DotProductAttentionConv`'s fused kernels on rotated nodes.
+    With edge positions or edge features each edge's key (and value) turns
+    by its own angles: those are made a chunk of edges at a time and made
+    again in backward (:func:`pyg_attn.functional.recompute.edge_map`), so
+    memory stays :math:`O(N H C + E H)` at the price of a second pass.
 
     Parameter names are those of :class:`DotProductAttentionConv` (and of
     PyG's ``TransformerConv``), so ``load_state_dict`` from either works;
@@ -241,35 +251,64 @@ class RotaryAttentionConv(DotProductAttentionConv):
         (and value) rotated by its ``[E, 1, C/2]`` angles.  Keys (and
         values) come already rotated by the source position; the edge term
         :math:`W_e e_{ij}`, part of the key, is turned by it here
-        (``src_angles`` ``[N_src, 1, C/2]``)."""
+        (``src_angles`` ``[N_src, 1, C/2]``).
+
+        The rotated keys and values are ``[E, H, C]``: they are made a chunk
+        of edges at a time by :func:`edge_map` and made again in backward,
+        never kept whole."""
         H, C = self.heads, self.out_channels
         src, dst = edge_index[0], edge_index[1]
-        edge_emb = rotated_emb = None
+        num_edges = src.numel()
+        chunk = max(1, sparse.CHUNK_ELEMENTS // (H * C))
+        # what a chunk of edges reads, by name: (tensor, its rows for the
+        # chunk) with the rows an index (queries of the destinations, keys,
+        # values and source angles of the sources), EDGES or None (all)
+        edge_terms = {}
         if edge_attr is not None:
-            edge_emb = rotated_emb = self.lin_edge(edge_attr).view(-1, H, C)
+            edge_terms.update(edge_attr=(edge_attr, EDGES),
+                              w_edge=(self.lin_edge.weight, None))
             if src_angles is not None:
-                rotated_emb = rope_rotate(edge_emb,
-                                          src_angles.index_select(0, src))
-        key_e = key.index_select(0, src)  # [E, H, C]
-        if rotated_emb is not None:
-            key_e = key_e + rotated_emb
+                edge_terms['src_angles'] = (src_angles, src)
         if edge_angles is not None:
-            key_e = rope_rotate(key_e, edge_angles)
-        logits = gather_dot(query, key_e, dst, None)  # [E, H]
+            edge_terms['edge_angles'] = (edge_angles, EDGES)
+
+        def run(fn, first: dict, **kwargs) -> Tensor:
+            inputs = {**first, **edge_terms}
+            names = list(inputs)
+
+            def chunk_fn(views, start: int, end: int) -> Tensor:
+                return fn(_Named(names, views))
+
+            return edge_map(chunk_fn, [t for t, _ in inputs.values()],
+                            num_edges, [g for _, g in inputs.values()],
+                            chunk_size=chunk, **kwargs)
+
+        def turned(t: '_Named', rows: Tensor) -> Tensor:
+            """A chunk's keys or values with the edge term, turned by the
+            edge angles: ``[c, H, C]``."""
+            if 'edge_attr' in t:
+                emb = F.linear(t['edge_attr'], t['w_edge']).view(-1, H, C)
+                if 'src_angles' in t:
+                    emb = rope_rotate(emb, t['src_angles'])
+                rows = rows + emb
+            if 'edge_angles' in t:
+                rows = rope_rotate(rows, t['edge_angles'])
+            return rows
+
+        logits = run(lambda t: torch.linalg.vecdot(
+            t['query'], turned(t, t['key'])), dict(query=(query, dst),
+                                                     key=(key, src)))
         alpha = edge_softmax(logits / math.sqrt(C), dst, num_dst)  # [E, H]
         weights = F.dropout(alpha, p=self.dropout, training=self.training)
 
-        if self.rotate_value:
-            value_e = value.index_select(0, src)  # [E, H, C]
-            if rotated_emb is not None:
-                value_e = value_e + rotated_emb
-            if edge_angles is not None:
-                value_e = rope_rotate(value_e, edge_angles)
-            return _scatter_edges(weights, value_e, dst, num_dst), alpha
-        out = gather_scatter(weights, value, src, dst, num_dst)  # [N, H, C]
-        if edge_emb is not None:
-            out = out + _scatter_edges(weights, edge_emb, dst, num_dst)
-        return out, alpha
+        if not self.rotate_value:
+            return self._aggregate(weights, value, edge_attr, edge_index,
+                                   num_dst), alpha
+        out = run(lambda t: t['weights'].unsqueeze(-1) *
+                  turned(t, t['value']), dict(weights=(weights, EDGES),
+                                              value=(value, src)),
+                  dst=dst, num_dst=num_dst)
+        return out.to(value.dtype), alpha
 
     def __repr__(self) -> str:
         rotary = '' if self.rotary_dim == self.out_channels else \

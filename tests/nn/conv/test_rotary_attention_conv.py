@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from pyg_attn.functional import sparse
 from pyg_attn.nn import DotProductAttentionConv, RotaryAttentionConv
 from pyg_attn.testing import (EDGE_DIM, NUM_FEATURES, assert_batch_independent,
                               assert_bipartite, assert_close,
@@ -192,6 +193,30 @@ class FeaturePositions(RotaryAttentionConv):
     def forward(self, x, edge_index, edge_attr=None, edge_pos=None):
         return super().forward(x, edge_index, edge_attr, edge_pos,
                                node_pos=x[:, :2])
+
+
+@pytest.mark.parametrize('rotate_value', [False, True])
+def test_edge_chunks_match_one_chunk(monkeypatch, rotate_value):
+    """Rotated keys and values are made a chunk of edges at a time and made
+    again in backward: 7 edges per chunk (fewer than the 23 nodes) gives the
+    output and the gradients, of the features and of every parameter, that
+    one chunk of all 101 edges gives."""
+    data = GRAPHS['random_N23_E101']
+    conv = FeaturePositions(NUM_FEATURES, 4, heads=2, pos_dim=2,
+                            edge_dim=EDGE_DIM, rotate_value=rotate_value,
+                            learnable_freqs=True)
+    params = list(conv.parameters())
+    grad = torch.randn(data.num_nodes, 8)
+
+    def run():
+        x = data.x.clone().requires_grad_()
+        out = conv(x, data.edge_index, data.edge_attr, data.edge_pos)
+        return (out, ) + torch.autograd.grad(out, [x] + params, grad)
+
+    expected = run()
+    monkeypatch.setattr(sparse, 'CHUNK_ELEMENTS', 7 * 2 * 4)  # 7 edges
+    for ours, theirs in zip(run(), expected):
+        assert_close(ours, theirs)
 
 
 def test_compile_matches_eager():
