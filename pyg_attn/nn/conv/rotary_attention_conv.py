@@ -80,8 +80,9 @@ class RotaryAttentionConv(DotProductAttentionConv):
     runs :class:`DotProductAttentionConv`'s fused kernels on rotated nodes.
     With edge positions or edge features each edge's key (and value) turns
     by its own angles: those are made a chunk of edges at a time and made
-    again in backward (:func:`pyg_attn.functional.recompute.edge_map`), so
-    memory stays :math:`O(N H C + E H)` at the price of a second pass.
+    again in backward (:func:`pyg_attn.functional.recompute.edge_map`):
+    per edge only the ``[E, H]`` weights and the ``[E, C/2]`` angles are
+    kept, at the price of a second pass.
 
     Parameter names are those of :class:`DotProductAttentionConv` (and of
     PyG's ``TransformerConv``), so ``load_state_dict`` from either works;
