@@ -265,7 +265,9 @@ def example_rows(results_dir=RESULTS) -> list:
     ``compare*.json`` (its rows carry time per epoch, peak memory and
     parameters).  Where several files hold one dataset and mechanism, the
     row over the most seeds or splits wins (a quick run never hides a
-    full one; on a tie, ``compare``'s); ``source`` names its file."""
+    full one; on a tie, ``compare``'s, and between two ``compare`` files
+    the later in path order, so a rerun saved beside a run replaces it);
+    ``source`` names its file."""
     best = {}
     root = Path(results_dir)
     paths = sorted(root.glob('*_*_*.json')) + sorted(root.glob('*/*.json'))
@@ -278,12 +280,16 @@ def example_rows(results_dir=RESULTS) -> list:
                      else [_example_row(result)])
         except (ValueError, KeyError, TypeError):
             continue
+        from_compare = path.name.startswith('compare')
         for row in found:
             row['source'] = str(path.relative_to(root))
             key = row['dataset'], row['conv']
-            if key not in best or row['num_runs'] > best[key]['num_runs']:
-                best[key] = row
-    return list(best.values())
+            old, old_from_compare = best.get(key, (None, False))
+            if old is None or row['num_runs'] > old['num_runs'] or (
+                    row['num_runs'] == old['num_runs'] and
+                    old_from_compare and from_compare):
+                best[key] = row, from_compare
+    return [row for row, _ in best.values()]
 
 
 def _example_row(result: dict) -> dict:

@@ -128,10 +128,11 @@ def test_example_rows_read_scripts_and_compare(bench, tmp_path):
     write(tmp_path / 'hetero' / 'minesweeper_moe.json',
           dict(dataset='minesweeper', conv='moe', test_auc=[0.9, 0.91],
                mean=0.905, std=0.005))
-    write(tmp_path / 'quick' / 'compare.json', dict(dataset='Cora', rows=[
+    write(tmp_path / 'run1' / 'compare.json', dict(dataset='Cora', rows=[
         compare_row('gcn', [0.5, 0.5]), compare_row('gat', [0.6] * 5),
         compare_row('moe', [0.75, 0.85])]))
-    write(tmp_path / 'full' / 'compare.json', dict(dataset='Cora', rows=[
+    # a rerun of one mechanism, saved after the run in path order
+    write(tmp_path / 'run2' / 'compare.json', dict(dataset='Cora', rows=[
         compare_row('gat', [0.6] * 5)]))
     write(tmp_path / 'notes_not_results.json', dict(text='no metric'))
 
@@ -139,11 +140,12 @@ def test_example_rows_read_scripts_and_compare(bench, tmp_path):
             for r in bench.example_rows(tmp_path)}
     assert set(rows) == {('Cora', 'gcn'), ('Cora', 'gat'), ('Cora', 'moe'),
                          ('minesweeper', 'moe')}
-    # the most seeds win; on a tie compare's rows, the first file's
+    # the most seeds win; on a tie compare's rows, and of two compare
+    # files the later one's
     assert rows['Cora', 'gcn']['source'] == 'node_classification_Cora_gcn.json'
     assert rows['Cora', 'gcn']['num_runs'] == 10
-    assert rows['Cora', 'gat']['source'] == 'full/compare.json'
-    assert rows['Cora', 'moe']['source'] == 'quick/compare.json'
+    assert rows['Cora', 'gat']['source'] == 'run2/compare.json'
+    assert rows['Cora', 'moe']['source'] == 'run1/compare.json'
     assert rows['Cora', 'moe']['mean'] == pytest.approx(0.8)
     assert rows['Cora', 'moe']['epoch_time_s'] == pytest.approx(0.02)
     assert rows['Cora', 'moe']['peak_mem_bytes'] == 3 * 2**20
