@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pyg_attn.functional import sparse
 from pyg_attn.functional.online_softmax import (EDGES, attention_weights,
                                                 online_softmax_attention)
 from pyg_attn.nn.conv.dot_product_attention_conv import DotProductAttentionConv
@@ -38,7 +39,9 @@ class FlashAttentionConv(DotProductAttentionConv):
         in_channels, out_channels, heads, concat, beta, dropout, edge_dim,
         bias, root_weight: as :class:`DotProductAttentionConv`.
         chunk_size (int, optional): edges per chunk; peak memory falls and
-            Python overhead grows as it shrinks. (default: :obj:`65536`)
+            Python overhead grows as it shrinks.  (default: :obj:`None`, as
+            many edges as make :data:`pyg_attn.functional.sparse.CHUNK_ELEMENTS`
+            values of ``[c, H, C]`` messages: 4096 at 8 heads of 32)
 
     Shapes:
         as :class:`DotProductAttentionConv`.
@@ -54,10 +57,12 @@ class FlashAttentionConv(DotProductAttentionConv):
         >>> conv(x, edge_index, torch.randn(3, 3)).shape
         torch.Size([5, 32])
     """
-    def __init__(self, *args, chunk_size: int = 65536, **kwargs):
-        if not isinstance(chunk_size, int) or chunk_size < 1:
+    def __init__(self, *args, chunk_size: Optional[int] = None, **kwargs):
+        if chunk_size is not None and (not isinstance(chunk_size, int) or
+                                       chunk_size < 1):
             raise ValueError(f"'chunk_size' ({chunk_size}) must be an integer "
-                             ">= 1 (edges per chunk)")
+                             ">= 1 (edges per chunk), or None for the "
+                             "default")
         self.chunk_size = chunk_size
         super().__init__(*args, **kwargs)
 
@@ -67,6 +72,7 @@ class FlashAttentionConv(DotProductAttentionConv):
         H, C = self.heads, self.out_channels
         src, dst = edge_index[0], edge_index[1]
         scale = 1.0 / math.sqrt(C)
+        chunk = self.chunk_size or max(1, sparse.CHUNK_ELEMENTS // (H * C))
         tensors, gather = [query, key, value], [dst, src, src]
         if edge_attr is not None:
             tensors += [edge_attr, self.lin_edge.weight]
@@ -87,13 +93,13 @@ class FlashAttentionConv(DotProductAttentionConv):
             return with_edges(t, t[2])  # [c, H, C]
 
         out, lse = online_softmax_attention(score_fn, message_fn, tensors,
-                                            dst, num_dst, self.chunk_size,
+                                            dst, num_dst, chunk,
                                             self.dropout, self.training,
                                             gather)
         alpha = None
         if need_weights:
             alpha = attention_weights(score_fn, tensors, lse, dst,
-                                      self.chunk_size, gather)
+                                      chunk, gather)
         return out, alpha
 
     def __repr__(self) -> str:

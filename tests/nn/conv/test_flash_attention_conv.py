@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from pyg_attn.functional import sparse
 from pyg_attn.nn import DotProductAttentionConv, FlashAttentionConv
 from pyg_attn.testing import (EDGE_DIM, NUM_FEATURES, assert_batch_independent,
                               assert_bipartite, assert_close,
@@ -123,6 +124,29 @@ def test_reset_parameters_repr_and_state_dict():
     assert repr(conv) == 'FlashAttentionConv(6, 4, heads=2, chunk_size=128)'
     ref = DotProductAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=3)
     assert conv.state_dict().keys() == ref.state_dict().keys()
+
+
+def test_default_chunk_follows_chunk_elements(monkeypatch):
+    """Without chunk_size a chunk holds CHUNK_ELEMENTS values of [c, H, C]
+    messages: 3 edges at 2 heads of 4 here, so 101 edges make 34 chunks,
+    and the layer still equals the dot-product layer."""
+    import pyg_attn.nn.conv.flash_attention_conv as flash_module
+    sizes = []
+
+    def spy(*args):
+        sizes.append(args[5])  # chunk_size
+        return online_softmax_attention(*args)
+
+    online_softmax_attention = flash_module.online_softmax_attention
+    monkeypatch.setattr(flash_module, 'online_softmax_attention', spy)
+    monkeypatch.setattr(sparse, 'CHUNK_ELEMENTS', 3 * 2 * 4)
+    data = GRAPHS['random_N23_E101']
+    ref = DotProductAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=EDGE_DIM)
+    conv = FlashAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=EDGE_DIM)
+    conv.load_state_dict(ref.state_dict())
+    assert_same_function(conv, ref, data.x, data.edge_index, data.edge_attr)
+    assert sizes == [3]
+    assert repr(conv) == 'FlashAttentionConv(6, 4, heads=2, chunk_size=None)'
 
 
 def test_bad_input():
