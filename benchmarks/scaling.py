@@ -6,7 +6,8 @@ Layers (``in_channels=32``, 2 heads of 16 channels, float32, no edge
 features; linear attention with ``benchmarks.linear_attention.SCALING``):
 
 - ``exact``: :class:`~pyg_attn.nn.DotProductAttentionConv`, O(E) time and
-  memory (it holds ``[E, H, C]`` keys, values and messages).
+  memory (its fused kernels keep no ``[E, H, C]`` tensor, but it holds
+  ``[E, H]`` logits and weights for backward).
 - ``flash``: :class:`~pyg_attn.nn.FlashAttentionConv`, the same function in
   edge chunks: O(E) time, memory O(N) plus one chunk.
 - ``linear``: :class:`~pyg_attn.nn.LinearAttentionConv` over all N nodes
@@ -272,6 +273,10 @@ def run(nodes=None, degree=None, degree_nodes=None, degrees=None,
         default = inspect.signature(FlashAttentionConv).parameters.get(
             'chunk_size')
         flash_chunk_size = None if default is None else default.default
+        if flash_chunk_size is None:  # the layer's own rule
+            from pyg_attn.functional import sparse
+            flash_chunk_size = max(1, sparse.CHUNK_ELEMENTS //
+                                   (HEADS * CHANNELS))
     config.update(layers=list(layers), seed=seed, in_channels=IN_CHANNELS,
                   heads=HEADS, channels=CHANNELS,
                   linear_num_features=SCALING['num_features'],
