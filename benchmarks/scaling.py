@@ -275,8 +275,7 @@ def run(nodes=None, degree=None, degree_nodes=None, degrees=None,
         flash_chunk_size = None if default is None else default.default
         if flash_chunk_size is None:  # the layer's own rule
             from pyg_attn.functional import sparse
-            flash_chunk_size = max(1, sparse.CHUNK_ELEMENTS //
-                                   (HEADS * CHANNELS))
+            flash_chunk_size = sparse.chunk_rows(HEADS * CHANNELS)
     config.update(layers=list(layers), seed=seed, in_channels=IN_CHANNELS,
                   heads=HEADS, channels=CHANNELS,
                   linear_num_features=SCALING['num_features'],

@@ -35,14 +35,22 @@ from pyg_attn.functional.softmax import stat_dtype
 CHUNK_ELEMENTS = 1 << 20
 
 
+def chunk_rows(row_size: int, elements: Optional[int] = None) -> int:
+    """How many rows of ``row_size`` values fit in ``elements``
+    (:data:`CHUNK_ELEMENTS`, read at each call), at least one: the edges per
+    chunk of a layer whose per-edge temporaries are ``[c, H, C]`` is
+    ``chunk_rows(H * C)``."""
+    return max(1, (elements or CHUNK_ELEMENTS) // max(row_size, 1))
+
+
 def _chunks(num_rows: int, row_size: int, elements: Optional[int] = None,
             rows: Optional[int] = None) -> Iterator[Tuple[int, int]]:
     """Row ranges of ``rows`` rows each, by default as many rows of
-    ``row_size`` values as fit in ``elements`` (:data:`CHUNK_ELEMENTS`)."""
+    ``row_size`` values as fit in ``elements`` (:func:`chunk_rows`)."""
     if torch.compiler.is_compiling():
         yield 0, num_rows
         return
-    step = rows or max(1, (elements or CHUNK_ELEMENTS) // max(row_size, 1))
+    step = rows or chunk_rows(row_size, elements)
     for start in range(0, num_rows, step):
         yield start, min(start + step, num_rows)
 

@@ -72,7 +72,7 @@ class FlashAttentionConv(DotProductAttentionConv):
         H, C = self.heads, self.out_channels
         src, dst = edge_index[0], edge_index[1]
         scale = 1.0 / math.sqrt(C)
-        chunk = self.chunk_size or max(1, sparse.CHUNK_ELEMENTS // (H * C))
+        chunk = self.chunk_size or sparse.chunk_rows(H * C)
         tensors, gather = [query, key, value], [dst, src, src]
         if edge_attr is not None:
             tensors += [edge_attr, self.lin_edge.weight]

@@ -260,7 +260,7 @@ class RotaryAttentionConv(DotProductAttentionConv):
         H, C = self.heads, self.out_channels
         src, dst = edge_index[0], edge_index[1]
         num_edges = src.numel()
-        chunk = max(1, sparse.CHUNK_ELEMENTS // (H * C))
+        chunk = sparse.chunk_rows(H * C)
         # what a chunk of edges reads, by name: (tensor, its rows for the
         # chunk) with the rows an index (queries of the destinations, keys,
         # values and source angles of the sources), EDGES or None (all)
