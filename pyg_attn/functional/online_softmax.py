@@ -128,6 +128,40 @@ def _backward_leaf(tensor: Tensor, gather, start: int, end: int,
     return leaf, None, gather
 
 
+def _pull_back(tensors, gather, needs, num_edges: int, chunk_size: int,
+               forward, grads_of) -> list:
+    """Gradients of ``tensors`` (:obj:`None` where ``needs`` says no) of a
+    function recomputed chunk by chunk: ``forward(views, start, end)``
+    returns a chunk's outputs (a tuple) from its views, and
+    ``grads_of(outputs, k, start, end)`` (run without grad) the gradients
+    of those outputs for chunk ``k``.  Each chunk is differentiated with
+    respect to its own rows (:func:`_backward_leaf`) and its gradients are
+    added into the tensors' (:func:`_accumulate`)."""
+    grads = [torch.zeros_like(t) if n else None
+             for t, n in zip(tensors, needs)]
+    wanted = [i for i, n in enumerate(needs) if n]
+    for k, (start, end) in enumerate(_chunks(num_edges, chunk_size)):
+        with torch.enable_grad():
+            leaves, view_gather, spans = zip(*[
+                _backward_leaf(t, g, start, end, n)
+                for t, g, n in zip(tensors, gather, needs)])
+            outputs = forward(_ChunkViews(leaves, view_gather, start, end),
+                              start, end)
+        if not any(o.requires_grad for o in outputs):
+            continue
+        with torch.no_grad():
+            output_grads = grads_of(outputs, k, start, end)
+        pairs = [(o, g.to(o.dtype)) for o, g in zip(outputs, output_grads)
+                 if o.requires_grad]
+        chunk_grads = torch.autograd.grad(
+            [o for o, _ in pairs], [leaves[i] for i in wanted],
+            [g for _, g in pairs], allow_unused=True)
+        for i, grad in zip(wanted, chunk_grads):
+            if grad is not None:
+                _accumulate(grads[i], grad, spans[i], start, end)
+    return grads
+
+
 def _forward(score_fn, message_fn, tensors, gather, dst, num_dst, chunk_size,
              dropout, seed):
     device = dst.device
@@ -194,43 +228,28 @@ class _OnlineSoftmaxAttention(torch.autograd.Function):
         dst, out, lse, *tensors = ctx.saved_tensors
         score_fn, message_fn = ctx.fns
         needs = ctx.needs_input_grad[7:]
-        grads = [torch.zeros_like(t) if n else None
-                 for t, n in zip(tensors, needs)]
         grad_out = grad_out.to(out.dtype)
         delta = (grad_out * out).sum(-1)  # [N, H]
-        wanted = [i for i, n in enumerate(needs) if n]
-        for k, (start, end) in enumerate(_chunks(dst.numel(),
-                                                 ctx.chunk_size)):
+
+        def forward(views, start: int, end: int):
+            return (score_fn(views, start, end),  # [c, H]
+                    message_fn(views, start, end))  # [c, H, C]
+
+        def grads_of(outputs, k: int, start: int, end: int):
+            score, message = outputs
             index = dst[start:end]
-            with torch.enable_grad():
-                leaves, view_gather, spans = zip(*[
-                    _backward_leaf(t, g, start, end, n)
-                    for t, g, n in zip(tensors, ctx.gather, needs)])
-                views = _ChunkViews(leaves, view_gather, start, end)
-                score = score_fn(views, start, end)  # [c, H]
-                message = message_fn(views, start, end)  # [c, H, C]
-            with torch.no_grad():
-                p = (score.to(lse.dtype) - lse.index_select(0, index)).exp()
-                g = grad_out.index_select(0, index)  # [c, H, C]
-                dp = (g * message.to(g.dtype)).sum(-1)  # [c, H]
-                weights = p
-                if ctx.dropout > 0:
-                    keep = _keep(p.shape, ctx.dropout, ctx.seed, k,
-                                 dst.device)
-                    dp, weights = dp * keep, p * keep
-                grad_score = p * (dp - delta.index_select(0, index))
-                grad_message = weights.unsqueeze(-1) * g
-            pairs = [(o, g.to(o.dtype)) for o, g in ((score, grad_score),
-                                                     (message, grad_message))
-                     if o.requires_grad]
-            if not pairs:
-                continue
-            chunk_grads = torch.autograd.grad(
-                [o for o, _ in pairs], [leaves[i] for i in wanted],
-                [g for _, g in pairs], allow_unused=True)
-            for i, grad in zip(wanted, chunk_grads):
-                if grad is not None:
-                    _accumulate(grads[i], grad, spans[i], start, end)
+            p = (score.to(lse.dtype) - lse.index_select(0, index)).exp()
+            g = grad_out.index_select(0, index)  # [c, H, C]
+            dp = (g * message.to(g.dtype)).sum(-1)  # [c, H]
+            weights = p
+            if ctx.dropout > 0:
+                keep = _keep(p.shape, ctx.dropout, ctx.seed, k, dst.device)
+                dp, weights = dp * keep, p * keep
+            grad_score = p * (dp - delta.index_select(0, index))
+            return grad_score, weights.unsqueeze(-1) * g
+
+        grads = _pull_back(tensors, ctx.gather, needs, dst.numel(),
+                           ctx.chunk_size, forward, grads_of)
         return (None, None, None, None, None, None, None, *grads)
 
 

@@ -17,10 +17,9 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from pyg_attn.functional.online_softmax import (ChunkFn, Gather, _accumulate,
-                                                _backward_leaf, _check_gather,
+from pyg_attn.functional.online_softmax import (ChunkFn, Gather, _check_gather,
                                                 _chunk_view, _chunks,
-                                                _ChunkViews)
+                                                _ChunkViews, _pull_back)
 from pyg_attn.functional.softmax import stat_dtype
 
 
@@ -57,27 +56,17 @@ class _EdgeMap(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         dst, *tensors = ctx.saved_tensors
-        needs = ctx.needs_input_grad[6:]
-        grads = [torch.zeros_like(t) if n else None
-                 for t, n in zip(tensors, needs)]
-        wanted = [i for i, n in enumerate(needs) if n]
-        for start, end in _chunks(ctx.num_edges, ctx.chunk_size):
-            with torch.enable_grad():
-                leaves, view_gather, spans = zip(*[
-                    _backward_leaf(t, g, start, end, n)
-                    for t, g, n in zip(tensors, ctx.gather, needs)])
-                rows = ctx.fn(_ChunkViews(leaves, view_gather, start, end),
-                              start, end)
-            if not rows.requires_grad:
-                continue
-            g = grad[start:end] if dst is None else grad.index_select(
-                0, dst[start:end])
-            chunk_grads = torch.autograd.grad(
-                rows, [leaves[i] for i in wanted], g.to(rows.dtype),
-                allow_unused=True)
-            for i, chunk_grad in zip(wanted, chunk_grads):
-                if chunk_grad is not None:
-                    _accumulate(grads[i], chunk_grad, spans[i], start, end)
+        fn = ctx.fn
+
+        def grads_of(outputs, k: int, start: int, end: int):
+            if dst is None:
+                return (grad[start:end], )
+            return (grad.index_select(0, dst[start:end]), )
+
+        grads = _pull_back(tensors, ctx.gather, ctx.needs_input_grad[6:],
+                           ctx.num_edges, ctx.chunk_size,
+                           lambda views, start, end: (fn(views, start, end), ),
+                           grads_of)
         return (None, None, None, None, None, None, *grads)
 
 
