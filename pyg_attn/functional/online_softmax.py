@@ -33,13 +33,14 @@ they are fewer than the input's rows; their gradients are added into the
 inputs' by index.  Statistics are kept in float32 for float16/bfloat16 inputs.
 """
 import collections.abc
+import math
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from pyg_attn.functional.softmax import edge_softmax, stat_dtype
-from pyg_attn.functional.sparse import _rows
+from pyg_attn.functional.sparse import _rows, check_chunk_size, chunk_rows
 
 ChunkFn = Callable[[Sequence[Tensor], int, int], Tensor]
 Gather = Optional[Sequence[Union[Tensor, str, None]]]
@@ -73,6 +74,19 @@ def _check_gather(gather: Gather, tensors: Sequence[Tensor]) -> list:
             raise ValueError(f"'gather[{i}]' ({g!r}) must be an index "
                              "tensor, EDGES or None")
     return gather
+
+
+def _chunk_size(chunk_size: Optional[int], tensors: Sequence[Tensor],
+                gather: list) -> int:
+    """``chunk_size``, checked, or by default as many edges as keep each of
+    a chunk's views (the gathered and edge rows) within
+    :data:`pyg_attn.functional.sparse.CHUNK_ELEMENTS` values."""
+    check_chunk_size(chunk_size)
+    if chunk_size is not None:
+        return chunk_size
+    row = max((math.prod(t.shape[1:]) for t, g in zip(tensors, gather)
+               if g is not None), default=1)
+    return chunk_rows(row)
 
 
 def _chunk_view(tensor: Tensor, gather, start: int, end: int) -> Tensor:
@@ -259,7 +273,7 @@ def online_softmax_attention(
     tensors: Sequence[Tensor],
     dst: Tensor,
     num_dst: int,
-    chunk_size: int = 65536,
+    chunk_size: Optional[int] = None,
     dropout: float = 0.0,
     training: bool = False,
     gather: Gather = None,
@@ -278,7 +292,10 @@ def online_softmax_attention(
             first one's dtype is the output's.
         dst (LongTensor): destination of each edge ``[E]``.
         num_dst (int): number of destinations.
-        chunk_size (int, optional): edges per chunk. (default: :obj:`65536`)
+        chunk_size (int, optional): edges per chunk; by default as many as
+            keep each gathered or edge view of a chunk within
+            :data:`pyg_attn.functional.sparse.CHUNK_ELEMENTS` values.
+            (default: :obj:`None`)
         dropout (float, optional): dropout on the attention weights, applied
             after normalisation as in :func:`torch.nn.functional.dropout`;
             the mask is replayed in backward from a seed. (default: ``0``)
@@ -294,7 +311,8 @@ def online_softmax_attention(
 
     Raises:
         ValueError: ``gather`` without one entry per tensor, or with an
-            entry that is not an index, :obj:`EDGES` or :obj:`None`.
+            entry that is not an index, :obj:`EDGES` or :obj:`None`;
+            ``chunk_size < 1``.
 
     Returns:
         ``(out, lse)``: ``out`` ``[num_dst, H, C]`` (zeros where there is no
@@ -303,8 +321,8 @@ def online_softmax_attention(
         ``torch.compile`` the whole edge set is one chunk with plain autograd
         (the compiler fuses it); the result is the same.
     """
-    assert chunk_size >= 1
     gather = _check_gather(gather, tensors)
+    chunk_size = _chunk_size(chunk_size, tensors, gather)
     p = dropout if training else 0.0
     if torch.compiler.is_compiling():
         return _single_chunk(score_fn, message_fn, tensors, gather, dst,
@@ -345,12 +363,14 @@ def logsumexp_by_destination(score: Tensor, dst: Tensor,
 
 
 def attention_weights(score_fn: ChunkFn, tensors: Sequence[Tensor],
-                      lse: Tensor, dst: Tensor, chunk_size: int = 65536,
+                      lse: Tensor, dst: Tensor,
+                      chunk_size: Optional[int] = None,
                       gather: Gather = None) -> Tensor:
     """The weights :math:`\\exp(s_e - L_{d_e})` ``[E, H]`` from the saved
-    log-sum-exp, chunk by chunk (no gradient); ``gather`` as in
-    :func:`online_softmax_attention`."""
+    log-sum-exp, chunk by chunk (no gradient); ``chunk_size`` and ``gather``
+    as in :func:`online_softmax_attention`."""
     gather = _check_gather(gather, tensors)
+    chunk_size = _chunk_size(chunk_size, tensors, gather)
 
     def score(start, end):
         return score_fn(_ChunkViews(tensors, gather, start, end), start,

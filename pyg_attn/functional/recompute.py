@@ -18,8 +18,9 @@ import torch
 from torch import Tensor
 
 from pyg_attn.functional.online_softmax import (ChunkFn, Gather, _check_gather,
-                                                _chunk_view, _chunks,
-                                                _ChunkViews, _pull_back)
+                                                _chunk_size, _chunk_view,
+                                                _chunks, _ChunkViews,
+                                                _pull_back)
 from pyg_attn.functional.softmax import stat_dtype
 
 
@@ -73,7 +74,7 @@ class _EdgeMap(torch.autograd.Function):
 def edge_map(fn: ChunkFn, tensors: Sequence[Tensor], num_edges: int,
              gather: Gather = None, dst: Optional[Tensor] = None,
              num_dst: Optional[int] = None,
-             chunk_size: int = 65536) -> Tensor:
+             chunk_size: Optional[int] = None) -> Tensor:
     r"""``fn`` of every edge, in chunks, recomputed in backward.
 
     Args:
@@ -92,7 +93,10 @@ def edge_map(fn: ChunkFn, tensors: Sequence[Tensor], num_edges: int,
             the rows are summed into their destinations. (default:
             :obj:`None`, the rows themselves)
         num_dst (int, optional): number of destinations, with ``dst``.
-        chunk_size (int, optional): edges per chunk. (default: :obj:`65536`)
+        chunk_size (int, optional): edges per chunk; by default as many as
+            keep each gathered or edge view of a chunk within
+            :data:`pyg_attn.functional.sparse.CHUNK_ELEMENTS` values.
+            (default: :obj:`None`)
 
     Returns:
         ``[E, ...]`` rows, or with ``dst`` their ``[num_dst, ...]`` sums
@@ -110,9 +114,7 @@ def edge_map(fn: ChunkFn, tensors: Sequence[Tensor], num_edges: int,
     if dst is not None and num_dst is None:
         raise ValueError("edge_map with 'dst' needs 'num_dst', the number of "
                          "destinations to sum the rows into")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"'chunk_size' ({chunk_size}) must be an integer "
-                         ">= 1 (edges per chunk)")
+    chunk_size = _chunk_size(chunk_size, tensors, gather)
     if torch.compiler.is_compiling():
         views = [_chunk_view(t, g, 0, num_edges)
                  for t, g in zip(tensors, gather)]

@@ -43,6 +43,16 @@ def chunk_rows(row_size: int, elements: Optional[int] = None) -> int:
     return max(1, (elements or CHUNK_ELEMENTS) // max(row_size, 1))
 
 
+def check_chunk_size(chunk_size: Optional[int]) -> None:
+    """Raises a :class:`ValueError` unless ``chunk_size`` (edges per chunk)
+    is an integer of at least one or :obj:`None` (the default rule,
+    :func:`chunk_rows`)."""
+    if chunk_size is not None and (not isinstance(chunk_size, int) or
+                                   chunk_size < 1):
+        raise ValueError(f"'chunk_size' ({chunk_size}) must be an integer "
+                         ">= 1 (edges per chunk), or None for the default")
+
+
 def _chunks(num_rows: int, row_size: int, elements: Optional[int] = None,
             rows: Optional[int] = None) -> Iterator[Tuple[int, int]]:
     """Row ranges of ``rows`` rows each, by default as many rows of

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pyg_attn.functional import sparse
 from pyg_attn.functional.online_softmax import (EDGES, attention_weights,
                                                 logsumexp_by_destination,
                                                 online_softmax_attention)
@@ -98,6 +99,40 @@ def test_gathered_rows_match_loop_reference(chunk_size):
         reference_attention(score, message, dst, n), (h, att, w), grad)
     for a, b in zip(ours, expected):
         torch.testing.assert_close(a, b)
+
+
+def test_default_chunk_fits_the_largest_view(monkeypatch):
+    # views of a chunk: h by source and destination [c, 2, 3], w by edge
+    # [c, 2], att whole (not counted): 6 values per edge, 4 edges in 24
+    monkeypatch.setattr(sparse, 'CHUNK_ELEMENTS', 24)
+    score_fn, message_fn, gather, reference, (h, att, w), dst, n = \
+        _gathered_problem()
+    sizes = []
+
+    def counted(t, start, end):
+        sizes.append(end - start)
+        return score_fn(t, start, end)
+
+    tensors = (h, h, att, w)
+    out, lse = online_softmax_attention(counted, message_fn, tensors, dst, n,
+                                        gather=gather)
+    assert sizes == [4] * 17 + [2]
+    torch.testing.assert_close(out, reference_attention(*reference(h, att, w),
+                                                        dst, n))
+    sizes.clear()
+    attention_weights(counted, tensors, lse, dst, gather=gather)
+    assert sizes == [4] * 17 + [2]
+
+
+@pytest.mark.parametrize('chunk_size', [0, -1, 2.5])
+def test_bad_chunk_size(chunk_size):
+    score_fn, message_fn, tensors, _, dst, n = _additive_problem()
+    with pytest.raises(ValueError, match=r"'chunk_size' \(.*\) must be an"):
+        online_softmax_attention(score_fn, message_fn, tensors, dst, n,
+                                 chunk_size)
+    with pytest.raises(ValueError, match=r"'chunk_size' \(.*\) must be an"):
+        attention_weights(score_fn, tensors, torch.zeros(n, 2), dst,
+                          chunk_size)
 
 
 @pytest.mark.parametrize('chunk_size', [1, 5, 1000])

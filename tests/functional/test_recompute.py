@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from pyg_attn.functional import sparse
 from pyg_attn.functional.online_softmax import EDGES
 from pyg_attn.functional.recompute import edge_map
 
@@ -59,6 +60,22 @@ def test_gradients(chunk_size, summed):
                         **kwargs)
 
     assert torch.autograd.gradcheck(run, tensors)
+
+
+def test_default_chunk_fits_the_largest_view(monkeypatch):
+    # views of a chunk: h by source and destination [c, 2, 3], e by edge
+    # [c, 2], w whole (not counted): 6 values per edge, 4 edges in 24
+    monkeypatch.setattr(sparse, 'CHUNK_ELEMENTS', 24)
+    fn, gather, (h, e, w), reference, src, dst = _problem()
+    sizes = []
+
+    def counted(t, start, end):
+        sizes.append(end - start)
+        return fn(t, start, end)
+
+    out = edge_map(counted, [h, e, w, h], 70, gather)
+    assert sizes == [4] * 17 + [2]
+    torch.testing.assert_close(out, reference(h, e, w))
 
 
 def test_half_rows_are_summed_in_float32():

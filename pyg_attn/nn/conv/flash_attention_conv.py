@@ -58,11 +58,7 @@ class FlashAttentionConv(DotProductAttentionConv):
         torch.Size([5, 32])
     """
     def __init__(self, *args, chunk_size: Optional[int] = None, **kwargs):
-        if chunk_size is not None and (not isinstance(chunk_size, int) or
-                                       chunk_size < 1):
-            raise ValueError(f"'chunk_size' ({chunk_size}) must be an integer "
-                             ">= 1 (edges per chunk), or None for the "
-                             "default")
+        sparse.check_chunk_size(chunk_size)
         self.chunk_size = chunk_size
         super().__init__(*args, **kwargs)
 
