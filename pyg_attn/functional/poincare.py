@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from pyg_attn.functional.recompute import recomputed
 from pyg_attn.functional.sparse import _chunks, gather_scatter
 
 Curvature = Union[float, Tensor]
@@ -379,6 +380,15 @@ def edge_dist(x: Tensor, y: Tensor, index_x: Tensor, index_y: Tensor, *,
     Returns:
         ``[E, H]`` distances.
     """
+    r = _edge_distance(x, y, index_x, index_y)  # [E, H]
+    # the rest is elementwise on [E, H] and [N, H]: run again in backward
+    # rather than keeping its temporaries
+    return recomputed(_dist_from_gap, r, x, y, index_x, index_y, c)
+
+
+def _dist_from_gap(r: Tensor, x: Tensor, y: Tensor, index_x: Tensor,
+                   index_y: Tensor, c: Curvature) -> Tensor:
+    """:func:`edge_dist` from the Euclidean gaps ``r`` ``[E, H]``."""
     sqrt_c = _sqrt_c(c, x)
     tiny = min_norm(x.dtype)
     # sqrt(c) / sqrt(1 - c|x|^2) per node, so an edge needs one product
@@ -386,6 +396,5 @@ def edge_dist(x: Tensor, y: Tensor, index_x: Tensor, index_y: Tensor, *,
         tiny).rsqrt()  # [N_x, H]
     inv_y = (1 - (sqrt_c * y).pow(2).sum(dim=-1)).clamp_min(
         tiny).rsqrt()  # [N_y, H]
-    r = _edge_distance(x, y, index_x, index_y)  # [E, H]
     z = r * inv_x.index_select(0, index_x) * inv_y.index_select(0, index_y)
     return 2 / sqrt_c * torch.asinh(z)  # [E, H]

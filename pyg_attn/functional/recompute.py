@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from pyg_attn.functional.online_softmax import (ChunkFn, Gather, _check_gather,
                                                 _chunk_size, _chunk_view,
@@ -124,3 +125,15 @@ def edge_map(fn: ChunkFn, tensors: Sequence[Tensor], num_edges: int,
         return _sum_rows(rows, dst, num_dst).to(rows.dtype)
     return _EdgeMap.apply(fn, gather, dst, num_dst, num_edges, chunk_size,
                           *tensors)
+
+
+def recomputed(fn, *args):
+    """``fn(*args)``, keeping only ``args`` (and the parameters ``fn``
+    reads) for backward, where ``fn`` runs again
+    (:func:`torch.utils.checkpoint.checkpoint`): for a chain of cheap
+    elementwise steps whose temporaries plain autograd would keep.  Plain
+    autograd without gradients and under ``torch.compile``, which fuses the
+    chain."""
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)

@@ -270,9 +270,11 @@ def test_edge_dist_matches_dist(dtype):
     y = y.clone()
     y[4] = x[4]
     xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
-    out = edge_dist(xs, ys, dst, src, c=c)
+    cs = torch.tensor(c, dtype=dtype, requires_grad=True)
+    out = edge_dist(xs, ys, dst, src, c=cs)
     xe, ye = x.clone().requires_grad_(), y.clone().requires_grad_()
-    expected = dist(xe[dst], ye[src], c=c)
+    ce = torch.tensor(c, dtype=dtype, requires_grad=True)
+    expected = dist(xe[dst], ye[src], c=ce)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(
         rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(out, expected, **tol)
@@ -282,6 +284,7 @@ def test_edge_dist_matches_dist(dtype):
     expected.backward(grad)
     torch.testing.assert_close(xs.grad, xe.grad, **tol)
     torch.testing.assert_close(ys.grad, ye.grad, **tol)
+    torch.testing.assert_close(cs.grad, ce.grad, **tol)
 
 
 def test_compile_fullgraph():

@@ -3,7 +3,7 @@ import torch
 
 from pyg_attn.functional import sparse
 from pyg_attn.functional.online_softmax import EDGES
-from pyg_attn.functional.recompute import edge_map
+from pyg_attn.functional.recompute import edge_map, recomputed
 
 
 def _problem(num_nodes=9, num_edges=70, heads=2, channels=3,
@@ -110,3 +110,20 @@ def test_bad_arguments():
         edge_map(lambda t, s, e: t[0], [h], 2, [index], dst=index)
     with pytest.raises(ValueError, match="'chunk_size' \\(0\\)"):
         edge_map(lambda t, s, e: t[0], [h], 2, [index], chunk_size=0)
+
+
+def test_recomputed_matches_plain_autograd():
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, w, scale):
+        return torch.tanh(x @ w).exp() * scale
+
+    out = recomputed(fn, x, w, 2.0)
+    expected = fn(x, w, 2.0)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, (x, w), grad),
+                               torch.autograd.grad(expected, (x, w), grad))
+    with torch.no_grad():
+        torch.testing.assert_close(recomputed(fn, x, w, 2.0), expected)

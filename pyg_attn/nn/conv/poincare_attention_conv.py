@@ -12,6 +12,7 @@ from torch_geometric.nn.inits import zeros
 from pyg_attn.functional import (clip_tangent, edge_dist, edge_softmax,
                                  expmap0, expmap0_add, logmap0, project,
                                  scatter_gyromidpoint)
+from pyg_attn.functional.recompute import recomputed
 from pyg_attn.nn.conv._validate import (
     check_channels,
     check_dropout,
@@ -109,7 +110,10 @@ class PoincareAttentionConv(MessagePassing):
     and no ``[E, H, C]`` tensor kept for backward); float16/bfloat16 inputs
     are computed in float32, and ``compute_dtype=torch.float64`` runs the
     whole layer, linear maps included, in float64 (the output has the input's
-    dtype).
+    dtype).  Memory: the Möbius linear maps of the nodes and the
+    distance's elementwise steps run again in backward
+    (:func:`~pyg_attn.functional.recompute.recomputed`) instead of keeping
+    their ``[N, H, C]`` and ``[E, H]`` temporaries.
 
     Args:
         in_channels (int or tuple): input size, ``(src, dst)`` sizes for
@@ -280,19 +284,22 @@ class PoincareAttentionConv(MessagePassing):
         dtype = self.compute_dtype or torch.promote_types(
             x_dst.dtype, torch.float32)
         c = self.c.to(dtype)
-        u_src = self._tangent(x_src, c, 'x_src', dtype)
-        u_dst = u_src if x_dst is x_src else self._tangent(
-            x_dst, c, 'x_dst', dtype)
-
-        query = self._to_ball(self.lin_query, 0, u_dst, c)  # [N_dst, H, C]
-        key = self._to_ball(self.lin_key, 1, u_src, c)  # [N_src, H, C]
-        value = self._to_ball(self.lin_value, 2, u_src, c)  # [N_src, H, C]
+        self._initialize(x_src, x_dst)
+        if self.input_on_ball:
+            _check_on_ball(x_src.to(dtype), c, 'x_src')
+            if x_dst is not x_src:
+                _check_on_ball(x_dst.to(dtype), c, 'x_dst')
+        edge_attr = None if edge_attr is None else edge_attr.to(dtype)
         src, dst, num_dst = edge_index[0], edge_index[1], x_dst.size(0)
+
+        # the Möbius linear maps run again in backward (recomputed) rather
+        # than keeping their [N, H, C] temporaries
+        query, key, value = recomputed(self._project, x_src, x_dst, c,
+                                       dtype)  # [N, H, C] each
         logits = -edge_dist(query, key, dst, src, c=c) / self.tau.to(
             dtype)  # [E, H]
         if edge_attr is not None:
-            logits = logits + self._linear(self.lin_edge,
-                                           edge_attr.to(dtype))  # [E, H]
+            logits = logits + self._linear(self.lin_edge, edge_attr)
         alpha = edge_softmax(logits, dst, num_dst)  # [E, H]
         weights = F.dropout(alpha, p=self.dropout, training=self.training)
         out = scatter_gyromidpoint(value, weights, dst, num_dst, c=c,
@@ -308,20 +315,33 @@ class PoincareAttentionConv(MessagePassing):
             return out, (edge_index, alpha)
         return out
 
-    def _tangent(self, x: Tensor, c: Tensor, name: str,
-                 dtype: torch.dtype) -> Tensor:
+    def _initialize(self, x_src: Tensor, x_dst: Tensor) -> None:
+        """Lazy weights, outside the recomputed segments."""
+        for lin, x in ((self.lin_query, x_dst), (self.lin_key, x_src),
+                       (self.lin_value, x_src)):
+            if is_uninitialized_parameter(lin.weight):
+                lin(x[:0].to(torch.get_default_dtype()))
+
+    def _project(self, x_src: Tensor, x_dst: Tensor, c: Tensor,
+                 dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
+        """Queries of the destinations, keys and values of the sources:
+        points of each head's ball ``[N, H, C]``."""
+        u_src = self._tangent(x_src, c, dtype)
+        u_dst = u_src if x_dst is x_src else self._tangent(x_dst, c, dtype)
+        return (self._to_ball(self.lin_query, 0, u_dst, c),
+                self._to_ball(self.lin_key, 1, u_src, c),
+                self._to_ball(self.lin_value, 2, u_src, c))
+
+    def _tangent(self, x: Tensor, c: Tensor, dtype: torch.dtype) -> Tensor:
         """:math:`\\log_0` of the node's point on the ball ``[N, F]``."""
         x = x.to(dtype)
         if not self.input_on_ball:
             return clip_tangent(x, c=c)
-        _check_on_ball(x, c, name)
         return logmap0(project(x, c=c), c=c)
 
     @staticmethod
     def _linear(lin: Linear, x: Tensor) -> Tensor:
         """``lin(x)`` in ``x``'s dtype, whatever the weight's."""
-        if is_uninitialized_parameter(lin.weight):
-            lin(x[:0].to(torch.get_default_dtype()))  # lazy initialisation
         return F.linear(x, lin.weight.to(x.dtype))
 
     def _to_ball(self, lin: Linear, which: int, u: Tensor,
