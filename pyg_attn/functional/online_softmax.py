@@ -40,7 +40,8 @@ import torch
 from torch import Tensor
 
 from pyg_attn.functional.softmax import edge_softmax, stat_dtype
-from pyg_attn.functional.sparse import _rows, check_chunk_size, chunk_rows
+from pyg_attn.functional.sparse import (_ranges, _rows, check_chunk_size,
+                                       chunk_rows)
 
 ChunkFn = Callable[[Sequence[Tensor], int, int], Tensor]
 Gather = Optional[Sequence[Union[Tensor, str, None]]]
@@ -48,11 +49,6 @@ Gather = Optional[Sequence[Union[Tensor, str, None]]]
 #: ``gather`` entry of a tensor with one row per edge: a chunk reads its rows
 #: ``start:end``.
 EDGES = 'edges'
-
-
-def _chunks(num_edges: int, chunk_size: int):
-    for start in range(0, num_edges, chunk_size):
-        yield start, min(start + chunk_size, num_edges)
 
 
 def _keep(shape, p: float, seed: int, chunk: int, device) -> Tensor:
@@ -154,7 +150,7 @@ def _pull_back(tensors, gather, needs, num_edges: int, chunk_size: int,
     grads = [torch.zeros_like(t) if n else None
              for t, n in zip(tensors, needs)]
     wanted = [i for i, n in enumerate(needs) if n]
-    for k, (start, end) in enumerate(_chunks(num_edges, chunk_size)):
+    for k, (start, end) in enumerate(_ranges(num_edges, chunk_size)):
         with torch.enable_grad():
             leaves, view_gather, spans = zip(*[
                 _backward_leaf(t, g, start, end, n)
@@ -186,7 +182,7 @@ def _forward(score_fn, message_fn, tensors, gather, dst, num_dst, chunk_size,
                          device=device)
     lse_sum = torch.zeros((num_dst, heads), dtype=dtype, device=device)
     out = torch.zeros((num_dst, heads, channels), dtype=dtype, device=device)
-    for k, (start, end) in enumerate(_chunks(dst.numel(), chunk_size)):
+    for k, (start, end) in enumerate(_ranges(dst.numel(), chunk_size)):
         index = dst[start:end]
         views = _ChunkViews(tensors, gather, start, end)
         score = score_fn(views, start, end).to(dtype)  # [c, H]
@@ -379,5 +375,5 @@ def attention_weights(score_fn: ChunkFn, tensors: Sequence[Tensor],
     with torch.no_grad():
         parts = [(score(start, end) -
                   lse.index_select(0, dst[start:end])).exp()
-                 for start, end in _chunks(dst.numel(), chunk_size)]
+                 for start, end in _ranges(dst.numel(), chunk_size)]
     return torch.cat(parts) if parts else lse.new_zeros((0, lse.size(1)))

@@ -20,9 +20,9 @@ from torch.utils.checkpoint import checkpoint
 
 from pyg_attn.functional.online_softmax import (ChunkFn, Gather, _check_gather,
                                                 _chunk_size, _chunk_view,
-                                                _chunks, _ChunkViews,
-                                                _pull_back)
+                                                _ChunkViews, _pull_back)
 from pyg_attn.functional.softmax import stat_dtype
+from pyg_attn.functional.sparse import _ranges
 
 
 def _sum_rows(rows: Tensor, dst: Tensor, num_dst: int) -> Tensor:
@@ -38,7 +38,7 @@ class _EdgeMap(torch.autograd.Function):
     def forward(ctx, fn, gather, dst, num_dst, num_edges, chunk_size,
                 *tensors):
         parts, out, rows = [], None, None
-        for start, end in _chunks(num_edges, chunk_size):
+        for start, end in _ranges(num_edges, chunk_size):
             rows = fn(_ChunkViews(tensors, gather, start, end), start, end)
             if dst is None:
                 parts.append(rows)

@@ -60,7 +60,11 @@ def _chunks(num_rows: int, row_size: int, elements: Optional[int] = None,
     if torch.compiler.is_compiling():
         yield 0, num_rows
         return
-    step = rows or chunk_rows(row_size, elements)
+    yield from _ranges(num_rows, rows or chunk_rows(row_size, elements))
+
+
+def _ranges(num_rows: int, step: int) -> Iterator[Tuple[int, int]]:
+    """``(start, end)`` of consecutive ranges of ``step`` rows."""
     for start in range(0, num_rows, step):
         yield start, min(start + step, num_rows)
 
