@@ -110,8 +110,8 @@ class PoincareAttentionConv(MessagePassing):
     and no ``[E, H, C]`` tensor kept for backward); float16/bfloat16 inputs
     are computed in float32, and ``compute_dtype=torch.float64`` runs the
     whole layer, linear maps included, in float64 (the output has the input's
-    dtype).  Memory: the Möbius linear maps of the nodes and the
-    distance's elementwise steps run again in backward
+    dtype).  Memory: the elementwise steps of the Möbius maps of the nodes
+    (not their matrix products) and of the distance run again in backward
     (:func:`~pyg_attn.functional.recompute.recomputed`) instead of keeping
     their ``[N, H, C]`` and ``[E, H]`` temporaries.
 
@@ -292,10 +292,8 @@ class PoincareAttentionConv(MessagePassing):
         edge_attr = None if edge_attr is None else edge_attr.to(dtype)
         src, dst, num_dst = edge_index[0], edge_index[1], x_dst.size(0)
 
-        # the Möbius linear maps run again in backward (recomputed) rather
-        # than keeping their [N, H, C] temporaries
-        query, key, value = recomputed(self._project, x_src, x_dst, c,
-                                       dtype)  # [N, H, C] each
+        query, key, value = self._project(x_src, x_dst, c,
+                                          dtype)  # [N, H, C] each
         logits = -edge_dist(query, key, dst, src, c=c) / self.tau.to(
             dtype)  # [E, H]
         if edge_attr is not None:
@@ -325,12 +323,17 @@ class PoincareAttentionConv(MessagePassing):
     def _project(self, x_src: Tensor, x_dst: Tensor, c: Tensor,
                  dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
         """Queries of the destinations, keys and values of the sources:
-        points of each head's ball ``[N, H, C]``."""
-        u_src = self._tangent(x_src, c, dtype)
-        u_dst = u_src if x_dst is x_src else self._tangent(x_dst, c, dtype)
-        return (self._to_ball(self.lin_query, 0, u_dst, c),
-                self._to_ball(self.lin_key, 1, u_src, c),
-                self._to_ball(self.lin_value, 2, u_src, c))
+        points of each head's ball ``[N, H, C]``.  The elementwise maps run
+        again in backward (:func:`recomputed`); the matrix products, the
+        costly part with wide features, do not."""
+        u_src = recomputed(self._tangent, x_src, c, dtype)  # [N_src, F]
+        u_dst = u_src if x_dst is x_src else recomputed(
+            self._tangent, x_dst, c, dtype)  # [N_dst, F]
+        return tuple(
+            recomputed(self._to_ball, self._linear(lin, u), which, c)
+            for which, (lin, u) in enumerate([(self.lin_query, u_dst),
+                                              (self.lin_key, u_src),
+                                              (self.lin_value, u_src)]))
 
     def _tangent(self, x: Tensor, c: Tensor, dtype: torch.dtype) -> Tensor:
         """:math:`\\log_0` of the node's point on the ball ``[N, F]``."""
@@ -344,13 +347,12 @@ class PoincareAttentionConv(MessagePassing):
         """``lin(x)`` in ``x``'s dtype, whatever the weight's."""
         return F.linear(x, lin.weight.to(x.dtype))
 
-    def _to_ball(self, lin: Linear, which: int, u: Tensor,
-                 c: Tensor) -> Tensor:
-        """Möbius linear map and bias per head, ``[N, F] -> [N, H, C]``."""
-        tangent = self._linear(lin, u).view(-1, self.heads,
-                                            self.out_channels)
+    def _to_ball(self, tangent: Tensor, which: int, c: Tensor) -> Tensor:
+        """Möbius bias per head on the mapped tangent vectors,
+        ``[N, H * C] -> [N, H, C]``."""
+        tangent = tangent.view(-1, self.heads, self.out_channels)
         bias = None if self.bias is None else expmap0(
-            self.bias[which].to(u.dtype), c=c)  # [H, C]
+            self.bias[which].to(tangent.dtype), c=c)  # [H, C]
         return expmap0_add(tangent, bias, c=c)
 
     def __repr__(self) -> str:
