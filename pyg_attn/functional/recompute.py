@@ -11,6 +11,10 @@ mechanism whose per-edge term cannot be split into node-sized factors (a key
 turned by each edge's own rotation, say) still costs
 :math:`O(N H C + \text{chunk} \cdot H C)` memory: the price is a second
 evaluation of ``fn`` in backward.
+
+:func:`recomputed` is the same trade for a chain of node- or edge-sized
+elementwise steps (:func:`torch.utils.checkpoint.checkpoint`): only its
+inputs are kept, and the chain runs again in backward.
 """
 from typing import Optional, Sequence
 
