@@ -273,7 +273,9 @@ def run(nodes=None, degree=None, degree_nodes=None, degrees=None,
         default = inspect.signature(FlashAttentionConv).parameters.get(
             'chunk_size')
         flash_chunk_size = None if default is None else default.default
-        if flash_chunk_size is None:  # the layer's own rule
+        if flash_chunk_size is None:
+            # online_softmax_attention's rule; without edge features the
+            # [c, H, C] messages are a chunk's widest view
             from pyg_attn.functional import sparse
             flash_chunk_size = sparse.chunk_rows(HEADS * CHANNELS)
     config.update(layers=list(layers), seed=seed, in_channels=IN_CHANNELS,

@@ -80,9 +80,10 @@ def _chunk_size(chunk_size: Optional[int], tensors: Sequence[Tensor],
     check_chunk_size(chunk_size)
     if chunk_size is not None:
         return chunk_size
-    row = max((math.prod(t.shape[1:]) for t, g in zip(tensors, gather)
-               if g is not None), default=1)
-    return chunk_rows(row)
+    # a list, not max(generator, default=...), which torch.compile rejects
+    rows = [math.prod(t.shape[1:]) for t, g in zip(tensors, gather)
+            if g is not None]
+    return chunk_rows(max(rows + [1]))
 
 
 def _chunk_view(tensor: Tensor, gather, start: int, end: int) -> Tensor:

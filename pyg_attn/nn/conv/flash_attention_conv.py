@@ -39,9 +39,12 @@ class FlashAttentionConv(DotProductAttentionConv):
         in_channels, out_channels, heads, concat, beta, dropout, edge_dim,
         bias, root_weight: as :class:`DotProductAttentionConv`.
         chunk_size (int, optional): edges per chunk; peak memory falls and
-            Python overhead grows as it shrinks.  (default: :obj:`None`, as
-            many edges as make :data:`pyg_attn.functional.sparse.CHUNK_ELEMENTS`
-            values of ``[c, H, C]`` messages: 4096 at 8 heads of 32)
+            Python overhead grows as it shrinks.  (default: :obj:`None`,
+            :func:`~pyg_attn.functional.online_softmax_attention`'s rule: as
+            many edges as keep the ``[c, H, C]`` messages and the
+            ``[c, edge_dim]`` edge features each within
+            :data:`pyg_attn.functional.sparse.CHUNK_ELEMENTS` values, 4096
+            at 8 heads of 32)
 
     Shapes:
         as :class:`DotProductAttentionConv`.
@@ -68,7 +71,6 @@ class FlashAttentionConv(DotProductAttentionConv):
         H, C = self.heads, self.out_channels
         src, dst = edge_index[0], edge_index[1]
         scale = 1.0 / math.sqrt(C)
-        chunk = self.chunk_size or sparse.chunk_rows(H * C)
         tensors, gather = [query, key, value], [dst, src, src]
         if edge_attr is not None:
             tensors += [edge_attr, self.lin_edge.weight]
@@ -89,13 +91,13 @@ class FlashAttentionConv(DotProductAttentionConv):
             return with_edges(t, t[2])  # [c, H, C]
 
         out, lse = online_softmax_attention(score_fn, message_fn, tensors,
-                                            dst, num_dst, chunk,
+                                            dst, num_dst, self.chunk_size,
                                             self.dropout, self.training,
                                             gather)
         alpha = None
         if need_weights:
             alpha = attention_weights(score_fn, tensors, lse, dst,
-                                      chunk, gather)
+                                      self.chunk_size, gather)
         return out, alpha
 
     def __repr__(self) -> str:

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyg_attn.functional import (edge_softmax, rope_angles, rope_frequencies,
-                                 rope_rotate, sparse)
+                                 rope_rotate)
 from pyg_attn.functional.online_softmax import EDGES
 from pyg_attn.functional.recompute import edge_map
 from pyg_attn.nn.conv._validate import check_inputs
@@ -260,7 +260,6 @@ class RotaryAttentionConv(DotProductAttentionConv):
         H, C = self.heads, self.out_channels
         src, dst = edge_index[0], edge_index[1]
         num_edges = src.numel()
-        chunk = sparse.chunk_rows(H * C)
         # what a chunk of edges reads, by name: (tensor, its rows for the
         # chunk) with the rows an index (queries of the destinations, keys,
         # values and source angles of the sources), EDGES or None (all)
@@ -282,7 +281,7 @@ class RotaryAttentionConv(DotProductAttentionConv):
 
             return edge_map(chunk_fn, [t for t, _ in inputs.values()],
                             num_edges, [g for _, g in inputs.values()],
-                            chunk_size=chunk, **kwargs)
+                            **kwargs)
 
         def turned(t: '_Named', rows: Tensor) -> Tensor:
             """A chunk's keys or values with the edge term, turned by the

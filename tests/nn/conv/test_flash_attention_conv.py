@@ -96,9 +96,10 @@ def test_batch_independent():
     assert_batch_independent(conv, GRAPHS['path'], GRAPHS['random_N11_E37'])
 
 
-def test_compile_matches_eager():
+@pytest.mark.parametrize('chunk_size', [5, None])
+def test_compile_matches_eager(chunk_size):
     conv = FlashAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=EDGE_DIM,
-                              chunk_size=5)
+                              chunk_size=chunk_size)
     assert_compile_matches_eager(conv, random_graph(13, 40))
 
 
@@ -126,26 +127,31 @@ def test_reset_parameters_repr_and_state_dict():
     assert conv.state_dict().keys() == ref.state_dict().keys()
 
 
-def test_default_chunk_follows_chunk_elements(monkeypatch):
-    """Without chunk_size a chunk holds CHUNK_ELEMENTS values of [c, H, C]
-    messages: 3 edges at 2 heads of 4 here, so 101 edges make 34 chunks,
-    and the layer still equals the dot-product layer."""
-    import pyg_attn.nn.conv.flash_attention_conv as flash_module
-    sizes = []
+@pytest.mark.parametrize('edge_dim,edges_per_chunk', [(EDGE_DIM, 3), (12, 2)])
+def test_default_chunk_follows_chunk_elements(monkeypatch, edge_dim,
+                                              edges_per_chunk):
+    """Without chunk_size a chunk keeps each of its [c, H, C] messages and
+    [c, edge_dim] edge features within CHUNK_ELEMENTS values (24 here, at 2
+    heads of 4): 3 edges with 3 edge features, 2 with 12; forward and
+    backward walk 101 edges in those steps, and the layer still equals the
+    dot-product layer."""
+    import pyg_attn.functional.online_softmax as online_module
+    steps = []
 
-    def spy(*args):
-        sizes.append(args[5])  # chunk_size
-        return online_softmax_attention(*args)
+    def spy(num_rows, step):
+        steps.append((num_rows, step))
+        return ranges(num_rows, step)
 
-    online_softmax_attention = flash_module.online_softmax_attention
-    monkeypatch.setattr(flash_module, 'online_softmax_attention', spy)
+    ranges = online_module._ranges
+    monkeypatch.setattr(online_module, '_ranges', spy)
     monkeypatch.setattr(sparse, 'CHUNK_ELEMENTS', 3 * 2 * 4)
-    data = GRAPHS['random_N23_E101']
-    ref = DotProductAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=EDGE_DIM)
-    conv = FlashAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=EDGE_DIM)
+    data = random_graph(23, 101, edge_dim=edge_dim)
+    ref = DotProductAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=edge_dim)
+    conv = FlashAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=edge_dim)
     conv.load_state_dict(ref.state_dict())
     assert_same_function(conv, ref, data.x, data.edge_index, data.edge_attr)
-    assert sizes == [3]
+    assert len(steps) >= 2  # forward and backward
+    assert set(steps) == {(101, edges_per_chunk)}
     assert repr(conv) == 'FlashAttentionConv(6, 4, heads=2, chunk_size=None)'
 
 

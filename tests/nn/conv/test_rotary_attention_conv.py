@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import pyg_attn.functional.recompute as recompute_module
 from pyg_attn.functional import sparse
 from pyg_attn.nn import DotProductAttentionConv, RotaryAttentionConv
 from pyg_attn.testing import (EDGE_DIM, NUM_FEATURES, assert_batch_independent,
@@ -214,9 +215,18 @@ def test_edge_chunks_match_one_chunk(monkeypatch, rotate_value):
         return (out, ) + torch.autograd.grad(out, [x] + params, grad)
 
     expected = run()
+    steps = []
+
+    def spy(num_rows, step):
+        steps.append((num_rows, step))
+        return ranges(num_rows, step)
+
+    ranges = recompute_module._ranges
+    monkeypatch.setattr(recompute_module, '_ranges', spy)
     monkeypatch.setattr(sparse, 'CHUNK_ELEMENTS', 7 * 2 * 4)  # 7 edges
     for ours, theirs in zip(run(), expected):
         assert_close(ours, theirs)
+    assert steps and set(steps) == {(101, 7)}
 
 
 def test_compile_matches_eager():
