@@ -59,3 +59,21 @@ def disease_root(tmp_path_factory) -> str:
 def minesweeper_root(tmp_path_factory) -> str:
     r"""minesweeper's raw file, shared by every test of the session."""
     return copy_raw(tmp_path_factory, ['minesweeper'])
+
+
+@pytest.fixture
+def chunk_steps(monkeypatch):
+    r"""``chunk_steps(module)`` spies the ``_ranges`` that :obj:`module`'s
+    chunk loops walk and returns the list it fills with their
+    ``(rows, rows per chunk)``."""
+    def spy_on(module) -> list:
+        steps, ranges = [], module._ranges
+
+        def spy(num_rows, step):
+            steps.append((num_rows, step))
+            return ranges(num_rows, step)
+
+        monkeypatch.setattr(module, '_ranges', spy)
+        return steps
+
+    return spy_on

@@ -128,22 +128,15 @@ def test_reset_parameters_repr_and_state_dict():
 
 
 @pytest.mark.parametrize('edge_dim,edges_per_chunk', [(EDGE_DIM, 3), (12, 2)])
-def test_default_chunk_follows_chunk_elements(monkeypatch, edge_dim,
-                                              edges_per_chunk):
+def test_default_chunk_follows_chunk_elements(monkeypatch, chunk_steps,
+                                              edge_dim, edges_per_chunk):
     """Without chunk_size a chunk keeps each of its [c, H, C] messages and
     [c, edge_dim] edge features within CHUNK_ELEMENTS values (24 here, at 2
     heads of 4): 3 edges with 3 edge features, 2 with 12; forward and
     backward walk 101 edges in those steps, and the layer still equals the
     dot-product layer."""
     import pyg_attn.functional.online_softmax as online_module
-    steps = []
-
-    def spy(num_rows, step):
-        steps.append((num_rows, step))
-        return ranges(num_rows, step)
-
-    ranges = online_module._ranges
-    monkeypatch.setattr(online_module, '_ranges', spy)
+    steps = chunk_steps(online_module)
     monkeypatch.setattr(sparse, 'CHUNK_ELEMENTS', 3 * 2 * 4)
     data = random_graph(23, 101, edge_dim=edge_dim)
     ref = DotProductAttentionConv(NUM_FEATURES, 4, heads=2, edge_dim=edge_dim)

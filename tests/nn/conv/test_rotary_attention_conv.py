@@ -197,7 +197,7 @@ class FeaturePositions(RotaryAttentionConv):
 
 
 @pytest.mark.parametrize('rotate_value', [False, True])
-def test_edge_chunks_match_one_chunk(monkeypatch, rotate_value):
+def test_edge_chunks_match_one_chunk(monkeypatch, chunk_steps, rotate_value):
     """Rotated keys and values are made a chunk of edges at a time and made
     again in backward: 7 edges per chunk (fewer than the 23 nodes) gives the
     output and the gradients, of the features and of every parameter, that
@@ -215,14 +215,7 @@ def test_edge_chunks_match_one_chunk(monkeypatch, rotate_value):
         return (out, ) + torch.autograd.grad(out, [x] + params, grad)
 
     expected = run()
-    steps = []
-
-    def spy(num_rows, step):
-        steps.append((num_rows, step))
-        return ranges(num_rows, step)
-
-    ranges = recompute_module._ranges
-    monkeypatch.setattr(recompute_module, '_ranges', spy)
+    steps = chunk_steps(recompute_module)
     monkeypatch.setattr(sparse, 'CHUNK_ELEMENTS', 7 * 2 * 4)  # 7 edges
     for ours, theirs in zip(run(), expected):
         assert_close(ours, theirs)
