@@ -10,7 +10,8 @@ import torch
 
 SCRIPT = (Path(__file__).resolve().parents[2] / 'examples' /
           'link_prediction.py')
-CONVS = ['poincare', 'edge_gat', 'dot_product', 'gcn']
+CONVS = ['poincare', 'edge_gat', 'dot_product', 'flash', 'gcn', 'gat',
+         'transformer']
 
 
 @pytest.fixture(scope='module')
