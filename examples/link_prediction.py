@@ -32,6 +32,15 @@ Per-conv models (each default overridable on the command line):
   baseline); ``gcn``: ``GCNConv``.  Euclidean distances, embeddings
   clipped to norm 1 (HGCN's Euclidean decoder).  Scaling their features
   changes little (edge_gat, seed 0: 65.6 as given, 64.1 scaled by 0.01).
+- ``moe``, ``dual_space``, ``linear``, ``linear_gps``, ``local_global`` and
+  ``rotary``: the layers of ``pyg-attn compare``'s rows of those names
+  (:func:`pyg_attn.compare.available_mechanisms`: its layer arguments,
+  self-loops where it adds them, and its graph transforms) in the same
+  4-heads-of-4 Euclidean model.  The transforms run on the training graph,
+  so no validation or test edge is seen: ``local_global`` attends locally
+  along it and globally along the HNSW links of the features
+  (``HNSWGraph``), ``rotary`` over its 2-hop neighbourhood with the hop
+  count as position.  ``moe``'s load-balancing loss is added to the loss.
 
 Each seed draws its own split unless ``--split-seed`` fixes one (HGCN fixes
 the split and varies the training seed).
@@ -52,13 +61,19 @@ import torch.nn.functional as F
 import torch_geometric
 import torch_geometric.transforms as T
 from torch import Tensor
+from torch_geometric.data import Data
 from torch_geometric.nn import GATConv, GCNConv, TransformerConv
 from torch_geometric.utils import negative_sampling
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from pyg_attn.compare import environment, write_json  # noqa: E402
+from pyg_attn.compare import (  # noqa: E402
+    auxiliary_loss,
+    available_mechanisms,
+    environment,
+    write_json,
+)
 from pyg_attn.datasets import DiseaseLP, load_planetoid  # noqa: E402
 from pyg_attn.nn import (  # noqa: E402
     DotProductAttentionConv,
@@ -77,12 +92,22 @@ CONVS = {
     'gat': GATConv,
     'transformer': TransformerConv,
 }
+# Rows of `pyg-attn compare` run here with their layer arguments, self-loops
+# and graph transforms (those this installation has).
+MECHANISMS = {name: mechanism
+              for name, mechanism in available_mechanisms().items()
+              if name in ('moe', 'dual_space', 'linear', 'linear_gps',
+                          'local_global', 'rotary')}
+CONVS.update({name: mechanism.conv for name, mechanism in MECHANISMS.items()})
 DEFAULTS = dict(hidden=16, heads=4, lr=0.01, weight_decay=0.0, dropout=0.0,
                 self_loops=False, min_epochs=100)
 CONV_DEFAULTS = {
     'poincare': dict(heads=1, self_loops=True, min_epochs=300),
     'gcn': dict(heads=1),
 }
+for name, mechanism in MECHANISMS.items():
+    if mechanism.hparams.get('self_loops'):
+        CONV_DEFAULTS[name] = dict(self_loops=True)
 
 
 def roc_auc(scores: Tensor, labels: Tensor) -> float:
@@ -182,7 +207,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         '(default: on, as HGCN)')
     parser.add_argument('--self-loops', action=argparse.BooleanOptionalAction,
                         default=None, help='add self-loops to the message-'
-                        'passing graph (default: on for poincare; edge_gat '
+                        'passing graph (default: on for poincare, moe, '
+                        'local_global and rotary; edge_gat '
                         'and gcn add their own)')
     parser.add_argument('--out', default=None, help='JSON results (default: '
                         'results/link_prediction_<dataset>_<conv>.json)')
@@ -225,6 +251,8 @@ def split_edges(data, seed: int):
 
 def build_model(args, num_features: int) -> LinkPredictionNet:
     conv_kwargs = {}
+    if args.conv in MECHANISMS:
+        conv_kwargs.update(MECHANISMS[args.conv].conv_kwargs)
     if args.conv == 'poincare':
         conv_kwargs.update(c=args.c, learn_c=args.learn_c, tau=args.tau,
                            learn_tau=args.learn_tau)
@@ -237,10 +265,28 @@ def build_model(args, num_features: int) -> LinkPredictionNet:
         max_norm=args.max_norm or None, conv_kwargs=conv_kwargs)
 
 
+def message_graph(args, train):
+    r"""The edges messages pass along, from the training edges only: with
+    self-loops if :obj:`args.self_loops`, then the mechanism's transforms.
+    Returns them and the tensors the layers take by keyword (e.g.
+    :obj:`edge_type`)."""
+    x = train.x * args.feature_scale
+    edge_index = train.edge_index
+    if args.self_loops:
+        edge_index = torch_geometric.utils.add_self_loops(
+            edge_index, num_nodes=train.num_nodes)[0]
+    mechanism = MECHANISMS.get(args.conv)
+    if mechanism is None or mechanism.transform is None:
+        return x, edge_index, {}
+    graph = T.Compose(mechanism.transform())(
+        Data(x=x, edge_index=edge_index, num_nodes=train.num_nodes))
+    return x, graph.edge_index, {key: graph[key] for key in mechanism.inputs}
+
+
 @torch.no_grad()
-def evaluate(model, x, edge_index, split) -> dict:
+def evaluate(model, x, edge_index, split, inputs) -> dict:
     model.eval()
-    scores = model(x, edge_index, split.edge_label_index)
+    scores = model(x, edge_index, split.edge_label_index, **inputs)
     return dict(roc_auc=roc_auc(scores, split.edge_label),
                 ap=average_precision(scores, split.edge_label))
 
@@ -253,11 +299,7 @@ def run_seed(args, dataset, seed: int, progress: tqdm) -> dict:
     split_seed = seed if args.split_seed is None else args.split_seed
     train, val, test = (s.to(args.device)
                         for s in split_edges(data, split_seed))
-    x = train.x * args.feature_scale
-    edge_index = train.edge_index  # messages pass along training edges only
-    if args.self_loops:
-        edge_index = torch_geometric.utils.add_self_loops(
-            edge_index, num_nodes=train.num_nodes)[0]
+    x, edge_index, inputs = message_graph(args, train)
     pos = train.edge_label_index  # [2, E_train], each edge once
 
     torch_geometric.seed_everything(seed)  # negative_sampling uses random
@@ -273,7 +315,7 @@ def run_seed(args, dataset, seed: int, progress: tqdm) -> dict:
         optimizer.zero_grad()
         neg = negative_sampling(train.edge_index, num_nodes=train.num_nodes,
                                 num_neg_samples=pos.size(1))
-        z = model.encode(x, edge_index)
+        z = model.encode(x, edge_index, **inputs)
         pos_logits = model.decoder.logits(model.distance(z, pos))
         neg_logits = model.decoder.logits(model.distance(z, neg))
         # HGCN's loss: mean over the positives plus mean over the negatives
@@ -281,15 +323,16 @@ def run_seed(args, dataset, seed: int, progress: tqdm) -> dict:
             pos_logits, torch.ones_like(pos_logits))
         loss = loss + F.binary_cross_entropy_with_logits(
             neg_logits, torch.zeros_like(neg_logits))
-        loss.backward()
+        aux = auxiliary_loss(model)  # moe's load balancing
+        (loss if aux is None else loss + aux).backward()
         optimizer.step()
 
-        val_scores = evaluate(model, x, edge_index, val)
+        val_scores = evaluate(model, x, edge_index, val, inputs)
         times.append(time.perf_counter() - start)
         # HGCN's rule: keep the epoch with the best mean of ROC AUC and AP.
         score = (val_scores['roc_auc'] + val_scores['ap']) / 2
         if score > best_score:
-            test_scores = evaluate(model, x, edge_index, test)
+            test_scores = evaluate(model, x, edge_index, test, inputs)
             best = dict(test_roc_auc=test_scores['roc_auc'],
                         test_ap=test_scores['ap'],
                         val_roc_auc=val_scores['roc_auc'],

@@ -11,7 +11,8 @@ import torch
 SCRIPT = (Path(__file__).resolve().parents[2] / 'examples' /
           'link_prediction.py')
 CONVS = ['poincare', 'edge_gat', 'dot_product', 'flash', 'gcn', 'gat',
-         'transformer']
+         'transformer', 'moe', 'dual_space', 'linear', 'linear_gps',
+         'local_global', 'rotary']
 
 
 @pytest.fixture(scope='module')
@@ -95,6 +96,66 @@ def test_link_prediction_split(script, disease_root):
     assert not torch.equal(other.edge_label_index, test.edge_label_index)
 
 
+def edge_set(edge_index):
+    return set(map(tuple, edge_index.t().tolist()))
+
+
+def test_link_prediction_message_graph(script, disease_root):
+    # The transforms see the training edges only: no validation or test
+    # edge may become a message edge (or a 1-hop position).
+    from pyg_attn.compare.mechanisms import KEPT_EDGE_TYPE
+    from pyg_attn.datasets import DiseaseLP
+    train, val, test = script.split_edges(DiseaseLP(disease_root)[0], 0)
+    n = train.num_nodes
+    loops = {(i, i) for i in range(n)}
+    held_out = edge_set(val.edge_label_index[:, val.edge_label == 1]) | \
+        edge_set(test.edge_label_index[:, test.edge_label == 1])
+    held_out |= {(j, i) for i, j in held_out}
+    training = edge_set(train.edge_index)
+    assert training and not training & held_out
+
+    args = script.parse_args(['--conv', 'local_global'])
+    x, edge_index, inputs = script.message_graph(args, train)
+    assert set(inputs) == {'edge_type'}
+    kept = inputs['edge_type'] == KEPT_EDGE_TYPE
+    assert edge_set(edge_index[:, kept]) == training | loops
+    assert (inputs['edge_type'][~kept] < KEPT_EDGE_TYPE).all()
+    assert (~kept).sum() > n  # HNSW links of the features
+
+    args = script.parse_args(['--conv', 'rotary'])
+    x, edge_index, inputs = script.message_graph(args, train)
+    assert inputs['edge_pos'].shape == (edge_index.size(1), 1)
+    hop = inputs['edge_pos'][:, 0]
+    assert edge_set(edge_index[:, hop == 0]) == loops
+    assert edge_set(edge_index[:, hop == 1]) == training
+    assert not edge_set(edge_index[:, hop == 2]) & training
+    assert hop.max() == 2
+
+    args = script.parse_args(['--conv', 'dual_space'])
+    x, edge_index, inputs = script.message_graph(args, train)
+    assert inputs == {} and torch.equal(edge_index, train.edge_index)
+    torch.testing.assert_close(x, train.x, rtol=0, atol=0)
+
+
+def test_link_prediction_moe_adds_load_balancing(script, disease_root,
+                                                 monkeypatch):
+    losses = []
+    aux = script.auxiliary_loss
+
+    def spy(model):
+        losses.append(aux(model))
+        return losses[-1]
+
+    monkeypatch.setattr(script, 'auxiliary_loss', spy)
+    args = script.parse_args(['--conv', 'moe', '--epochs', '2', '--seeds',
+                              '1', '--root', disease_root])
+    from tqdm import tqdm
+    with tqdm(disable=True) as progress:
+        script.run_seed(args, script.load_dataset(args), 0, progress)
+    assert len(losses) == 2
+    assert all(loss.requires_grad and loss > 0 for loss in losses)
+
+
 def brute_roc_auc(scores, labels):
     pos, neg = scores[labels == 1], scores[labels == 0]
     diff = pos[:, None] - neg[None, :]
@@ -161,5 +222,10 @@ def test_link_prediction_defaults(script):
     args = script.parse_args(['--dataset', 'Cora'])
     assert (args.feature_scale, args.min_epochs) == (1.0, 300)
     assert script.parse_args(['--conv', 'gcn']).heads == 1
+    for conv in ('moe', 'local_global', 'rotary'):
+        args = script.parse_args(['--conv', conv])
+        assert args.self_loops and args.heads == 4
+    for conv in ('dual_space', 'linear', 'linear_gps'):
+        assert not script.parse_args(['--conv', conv]).self_loops
     with pytest.raises(SystemExit):
         script.parse_args(['--conv', 'edge_gat', '--heads', '3'])

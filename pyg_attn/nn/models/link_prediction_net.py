@@ -229,7 +229,7 @@ class LinkPredictionNet(torch.nn.Module):
         for conv in self.convs:
             conv.reset_parameters()
 
-    def encode(self, x: Tensor, edge_index: Adj) -> Tensor:
+    def encode(self, x: Tensor, edge_index: Adj, **tensors: Any) -> Tensor:
         r"""Returns the node embeddings :math:`\mathbf{z}`: Euclidean, or
         points on the decoder's ball of curvature :obj:`c`.
 
@@ -237,10 +237,16 @@ class LinkPredictionNet(torch.nn.Module):
             x (torch.Tensor): The node features.
             edge_index (torch.Tensor or SparseTensor): The edges messages
                 pass along (the training edges).
+            **tensors: Passed unchanged to every layer as keywords, for
+                layers whose call is :obj:`conv(x, edge_index, edge_type=…)`
+                (e.g. :obj:`edge_type` for
+                :class:`~pyg_attn.nn.LocalGlobalAttentionConv`,
+                :obj:`edge_pos` for
+                :class:`~pyg_attn.nn.RotaryAttentionConv`).
         """
         for i, conv in enumerate(self.convs):
             x = F.dropout(x, p=self.dropout, training=self.training)
-            h = conv(x, edge_index)
+            h = conv(x, edge_index, **tensors)
             last = i == self.num_layers - 1
             if self.manifold == 'poincare':
                 h = poincare.logmap0(h, c=layer_curvature(conv))
@@ -262,8 +268,8 @@ class LinkPredictionNet(torch.nn.Module):
             return poincare.dist(src, dst, c=self.c)  # [L]
         return torch.linalg.vector_norm(src - dst, dim=-1)  # [L]
 
-    def forward(self, x: Tensor, edge_index: Adj,
-                edge_label_index: Tensor) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Adj, edge_label_index: Tensor,
+                **tensors: Any) -> Tensor:
         r"""Returns the logits :math:`(r - d^2)/t` of the node pairs
         :obj:`edge_label_index`; their sigmoid is the Fermi–Dirac
         probability.
@@ -273,8 +279,9 @@ class LinkPredictionNet(torch.nn.Module):
             edge_index (torch.Tensor or SparseTensor): The message-passing
                 edges.
             edge_label_index (torch.Tensor): The node pairs to score.
+            **tensors: Passed to every layer, as in :meth:`encode`.
         """
-        z = self.encode(x, edge_index)
+        z = self.encode(x, edge_index, **tensors)
         return self.decoder.logits(self.distance(z, edge_label_index))
 
     def __repr__(self) -> str:

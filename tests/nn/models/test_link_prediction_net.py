@@ -5,7 +5,11 @@ import torch
 from torch_geometric.nn import GCNConv
 
 from pyg_attn.functional import poincare
-from pyg_attn.nn import DotProductAttentionConv, EdgeGATConv
+from pyg_attn.nn import (
+    DotProductAttentionConv,
+    EdgeGATConv,
+    RotaryAttentionConv,
+)
 from pyg_attn.nn.models import FermiDiracDecoder, LinkPredictionNet
 from pyg_attn.nn.models.link_prediction_net import layer_curvature
 from pyg_attn.testing import assert_reset_parameters
@@ -72,6 +76,26 @@ def test_link_prediction_net_layers(conv, heads, out):
     z = model.encode(data.x, data.edge_index)
     assert z.shape == (11, 16)
     assert model(data.x, data.edge_index, pairs()).shape == (9, )
+
+
+def test_link_prediction_net_passes_tensors_to_every_layer():
+    # A layer called conv(x, edge_index, edge_pos=...): the keyword must
+    # reach each layer, in encode and in forward.
+    model = LinkPredictionNet(6, 8, num_layers=2, conv=RotaryAttentionConv,
+                              heads=2, max_norm=None)
+    data = random_graph(11, 37)
+    edge_pos = torch.rand(37, generator=torch.Generator().manual_seed(4)) * 5
+    h = data.x
+    for conv in model.convs:
+        h = torch.relu(conv(h, data.edge_index, edge_pos=edge_pos))
+    z = model.encode(data.x, data.edge_index, edge_pos=edge_pos)
+    torch.testing.assert_close(z, h, rtol=0, atol=0)
+    assert not torch.allclose(z, model.encode(data.x, data.edge_index,
+                                              edge_pos=edge_pos + 1))
+    dist = torch.linalg.vector_norm(h[pairs()[0]] - h[pairs()[1]], dim=-1)
+    torch.testing.assert_close(
+        model(data.x, data.edge_index, pairs(), edge_pos=edge_pos),
+        model.decoder.logits(dist), rtol=0, atol=0)
 
 
 def test_link_prediction_net_repr():
