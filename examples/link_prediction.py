@@ -32,6 +32,8 @@ Per-conv models (each default overridable on the command line):
   baseline); ``gcn``: ``GCNConv``.  Euclidean distances, embeddings
   clipped to norm 1 (HGCN's Euclidean decoder).  Scaling their features
   changes little (edge_gat, seed 0: 65.6 as given, 64.1 scaled by 0.01).
+- ``mlp``: HGCN's MLP baseline, a linear map of each node's own features
+  per layer; the edges are not used.
 - ``moe``, ``dual_space``, ``linear``, ``linear_gps``, ``local_global`` and
   ``rotary``: the layers of ``pyg-attn compare``'s rows of those names
   (:func:`pyg_attn.compare.available_mechanisms`: its layer arguments,
@@ -83,6 +85,14 @@ from pyg_attn.nn import (  # noqa: E402
 )
 from pyg_attn.nn.models import LinkPredictionNet  # noqa: E402
 
+
+class NodeLinear(torch.nn.Linear):
+    r"""A linear map of each node's own features, called as a layer
+    :obj:`(x, edge_index)` and ignoring the edges: stacked, HGCN's MLP."""
+    def forward(self, x: Tensor, edge_index: Tensor, **kwargs) -> Tensor:
+        return super().forward(x)
+
+
 CONVS = {
     'poincare': PoincareAttentionConv,
     'edge_gat': EdgeGATConv,
@@ -91,6 +101,7 @@ CONVS = {
     'gcn': GCNConv,
     'gat': GATConv,
     'transformer': TransformerConv,
+    'mlp': NodeLinear,
 }
 # Rows of `pyg-attn compare` run here with their layer arguments, self-loops
 # and graph transforms (those this installation has).
@@ -104,6 +115,7 @@ DEFAULTS = dict(hidden=16, heads=4, lr=0.01, weight_decay=0.0, dropout=0.0,
 CONV_DEFAULTS = {
     'poincare': dict(heads=1, self_loops=True, min_epochs=300),
     'gcn': dict(heads=1),
+    'mlp': dict(heads=1),
 }
 for name, mechanism in MECHANISMS.items():
     if mechanism.hparams.get('self_loops'):
@@ -173,7 +185,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='embedding size (default: 16)')
     parser.add_argument('--heads', type=int, default=None,
                         help='heads per layer, splitting --hidden (default: '
-                        '4; poincare, gcn: 1)')
+                        '4; poincare, gcn, mlp: 1)')
     parser.add_argument('--num-layers', type=int, default=2)
     parser.add_argument('--lr', type=float, default=None,
                         help='learning rate (default: 0.01)')

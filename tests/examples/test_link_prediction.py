@@ -12,7 +12,7 @@ SCRIPT = (Path(__file__).resolve().parents[2] / 'examples' /
           'link_prediction.py')
 CONVS = ['poincare', 'edge_gat', 'dot_product', 'flash', 'gcn', 'gat',
          'transformer', 'moe', 'dual_space', 'linear', 'linear_gps',
-         'local_global', 'rotary']
+         'local_global', 'rotary', 'mlp']
 
 
 @pytest.fixture(scope='module')
@@ -156,6 +156,25 @@ def test_link_prediction_moe_adds_load_balancing(script, disease_root,
     assert all(loss.requires_grad and loss > 0 for loss in losses)
 
 
+def test_link_prediction_mlp_is_hgcn_mlp(script):
+    # Linear -> ReLU -> Linear -> ReLU on each node's own features.
+    args = script.parse_args(['--conv', 'mlp'])
+    model = script.build_model(args, 11)
+    x = torch.randn(7, 11)
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    first, second = model.convs
+    linear = torch.nn.functional.linear
+    expected = torch.relu(linear(torch.relu(linear(x, first.weight,
+                                                    first.bias)),
+                                 second.weight, second.bias))
+    expected = expected.renorm(2, 0, 1.0)
+    torch.testing.assert_close(model.encode(x, edge_index), expected,
+                               rtol=0, atol=0)
+    assert (first.in_features, first.out_features) == (11, 16)
+    torch.testing.assert_close(model.encode(x, edge_index.flip(0)), expected,
+                               rtol=0, atol=0)
+
+
 def brute_roc_auc(scores, labels):
     pos, neg = scores[labels == 1], scores[labels == 0]
     diff = pos[:, None] - neg[None, :]
@@ -222,6 +241,7 @@ def test_link_prediction_defaults(script):
     args = script.parse_args(['--dataset', 'Cora'])
     assert (args.feature_scale, args.min_epochs) == (1.0, 300)
     assert script.parse_args(['--conv', 'gcn']).heads == 1
+    assert script.parse_args(['--conv', 'mlp']).heads == 1
     for conv in ('moe', 'local_global', 'rotary'):
         args = script.parse_args(['--conv', conv])
         assert args.self_loops and args.heads == 4
