@@ -95,6 +95,7 @@ QUICK_DEFAULT = {'--seeds': 2, '--epochs': 50, '--splits': 2}
 QUICK_GRAPHS, FULL_GRAPHS = ['cora'], ['cora', 'synthetic']
 QUICK_REPEATS, FULL_REPEATS = 3, 5
 PYG_BASELINES = {'gcn', 'gat', 'transformer'}  # examples' --conv names
+CONTROLS = {'mlp'}  # --conv names that are no graph layer at all
 # the metrics an example's JSON may report: (name, values, mean, std) keys
 METRICS = [('roc_auc', 'roc_auc', 'roc_auc_mean', 'roc_auc_std'),
            ('roc_auc', 'test_auc', 'mean', 'std'),
@@ -254,7 +255,11 @@ def summarise(result: dict) -> dict:
 
 
 def origin(conv: str) -> str:
-    return 'PyG' if conv in PYG_BASELINES else 'pyg_attn'
+    r"""Who made the layer: :obj:`"PyG"`, :obj:`"control"` (a model
+    without graph layers, e.g. an MLP) or :obj:`"pyg_attn"`."""
+    if conv in PYG_BASELINES:
+        return 'PyG'
+    return 'control' if conv in CONTROLS else 'pyg_attn'
 
 
 def example_rows(results_dir=RESULTS) -> list:

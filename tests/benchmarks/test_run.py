@@ -134,12 +134,19 @@ def test_example_rows_read_scripts_and_compare(bench, tmp_path):
     # a rerun of one mechanism, saved after the run in path order
     write(tmp_path / 'run2' / 'compare.json', dict(dataset='Cora', rows=[
         compare_row('gat', [0.6] * 5)]))
+    write(tmp_path / 'link_prediction_disease_lp_mlp.json',
+          dict(dataset='disease_lp', conv='mlp', roc_auc=[0.8, 0.9],
+               roc_auc_mean=0.85, roc_auc_std=0.05))
     write(tmp_path / 'notes_not_results.json', dict(text='no metric'))
 
     rows = {(r['dataset'], r['conv']): r
             for r in bench.example_rows(tmp_path)}
     assert set(rows) == {('Cora', 'gcn'), ('Cora', 'gat'), ('Cora', 'moe'),
-                         ('minesweeper', 'moe')}
+                         ('minesweeper', 'moe'), ('disease_lp', 'mlp')}
+    # who made each layer, for the chart's colours
+    assert [rows[k]['origin'] for k in [
+        ('Cora', 'gcn'), ('minesweeper', 'moe'), ('disease_lp', 'mlp')]] == [
+        'PyG', 'pyg_attn', 'control']
     # the most seeds win; on a tie compare's rows, and of two compare
     # files the later one's
     assert rows['Cora', 'gcn']['source'] == 'node_classification_Cora_gcn.json'
