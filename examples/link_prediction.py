@@ -84,13 +84,7 @@ from pyg_attn.nn import (  # noqa: E402
     PoincareAttentionConv,
 )
 from pyg_attn.nn.models import LinkPredictionNet  # noqa: E402
-
-
-class NodeLinear(torch.nn.Linear):
-    r"""A linear map of each node's own features, called as a layer
-    :obj:`(x, edge_index)` and ignoring the edges: stacked, HGCN's MLP."""
-    def forward(self, x: Tensor, edge_index: Tensor, **kwargs) -> Tensor:
-        return super().forward(x)
+from pyg_attn.nn.models.adapters import NodeLinear  # noqa: E402
 
 
 CONVS = {

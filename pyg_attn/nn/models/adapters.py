@@ -1,8 +1,8 @@
 r"""Thin adapters that let layers with other call signatures run inside
 :class:`~pyg_attn.nn.models.AttentionNet`'s stack, for the comparison table
 of :mod:`pyg_attn.compare`.  They define no attention of their own: each one
-only routes arguments and outputs.  Three tiny classes share this file
-because each exists for one row of that table."""
+only routes arguments and outputs.  Four tiny classes share this file
+because each exists for one row of that table or of the examples'."""
 from typing import Any, Optional
 
 import torch
@@ -133,3 +133,20 @@ class OutputSlice(Module):
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}({self.conv}, {self.channels})'
+
+
+class NodeLinear(torch.nn.Linear):
+    r"""A linear map of each node's own features, called as a layer
+    :obj:`(x, edge_index, **kwargs)` and ignoring everything but :obj:`x`:
+    the control row of the examples, a model with no graph layer (stacked,
+    HGCN's MLP; in Platonov et al.'s residual blocks, their ResNet).
+    Takes the arguments of :class:`torch.nn.Linear`.
+
+    Example:
+        >>> lin = NodeLinear(16, 4)
+        >>> x, edge_index = torch.randn(5, 16), torch.tensor([[0, 1], [1, 2]])
+        >>> torch.equal(lin(x, edge_index), torch.nn.Linear.forward(lin, x))
+        True
+    """
+    def forward(self, x: Tensor, edge_index: Tensor, **kwargs: Any) -> Tensor:
+        return super().forward(x)
