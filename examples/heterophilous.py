@@ -17,10 +17,19 @@ steps; in evaluation they are searched again at every step),
 ``dot_product`` (:class:`~pyg_attn.nn.DotProductAttentionConv`, Platonov's
 GT), ``moe`` (:class:`~pyg_attn.nn.MoEAttentionConv` routing each node to
 ``--top-k`` of EdgeGAT, DotProduct and Poincaré experts, as in ``pyg-attn
-compare``; its load-balancing loss is added to the task loss), ``edge_gat`` (:class:`~pyg_attn.nn.EdgeGATConv`), ``gat`` (PyG's
-``GATConv``) and ``gcn`` (PyG's ``GCNConv``).  ``dual_space`` and
-``dot_product`` keep their root weight (a separate projection of the node's
-own features, the "-sep" variants' idea) unless ``--no-root-weight``.
+compare``; its load-balancing loss is added to the task loss),
+``edge_gat`` (:class:`~pyg_attn.nn.EdgeGATConv`), PyG's ``gat``
+(``GATConv``), ``transformer`` (``TransformerConv``) and ``gcn``
+(``GCNConv``), and ``mlp``, the control: a linear map of each node alone in
+place of the graph layer (Platonov's ResNet).  ``flash``, ``poincare``,
+``local_global``, ``rotary``, ``linear`` and ``linear_gps`` are the rows of
+``pyg-attn compare`` of the same name (:func:`pyg_attn.compare.
+available_mechanisms`): the same layer factory, layer arguments and graph
+transforms (HNSW links beside the graph's edges for ``local_global``, the
+2-hop neighbourhood with hop positions for ``rotary``), in this script's
+model.  Layers with a root weight (a separate projection of the node's own
+features, the "-sep" variants' idea) keep it unless ``--no-root-weight``;
+no self-loops are added (PyG's ``GATConv`` and ``GCNConv`` add their own).
 
 Example::
 
@@ -36,15 +45,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torch_geometric.transforms as T
 from torch import Tensor
+from torch_geometric.data import Data
 from torch_geometric.datasets import HeterophilousGraphDataset
-from torch_geometric.nn import GATConv, GCNConv
+from torch_geometric.nn import GATConv, GCNConv, TransformerConv
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from pyg_attn.compare import (  # noqa: E402
     auxiliary_loss,
+    available_mechanisms,
     environment,
     write_json,
 )
@@ -55,9 +67,17 @@ from pyg_attn.nn import (  # noqa: E402
     DualSpaceAttentionConv,
     EdgeGATConv,
 )
+from pyg_attn.nn.models.adapters import NodeLinear  # noqa: E402
 
 DATASETS = ('minesweeper', 'tolokers', 'questions')  # the ROC AUC ones
-CONVS = ('dual_space', 'dot_product', 'edge_gat', 'gat', 'gcn', 'moe')
+# Rows of `pyg-attn compare` run here with their layer factory, layer
+# arguments and graph transforms (those this installation has).
+MECHANISMS = {name: mechanism
+              for name, mechanism in available_mechanisms().items()
+              if name in ('flash', 'poincare', 'local_global', 'rotary',
+                          'linear', 'linear_gps')}
+CONVS = ('dual_space', 'dot_product', 'edge_gat', 'gat', 'transformer',
+         'gcn', 'moe', 'mlp', *MECHANISMS)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -159,9 +179,33 @@ def make_conv(args, dim: int) -> torch.nn.Module:
         return EdgeGATConv(dim, head_dim, heads=heads)
     if args.conv == 'gat':
         return GATConv(dim, head_dim, heads=heads)
+    if args.conv == 'transformer':
+        return TransformerConv(dim, head_dim, heads=heads,
+                               root_weight=args.root_weight)
     if args.conv == 'moe':
         return moe_conv(dim, head_dim, heads=heads, top_k=args.top_k)
+    if args.conv == 'mlp':
+        return NodeLinear(dim, dim)
+    if args.conv in MECHANISMS:
+        mechanism = MECHANISMS[args.conv]
+        kwargs = dict(mechanism.conv_kwargs, heads=heads)
+        if 'root_weight' in kwargs or mechanism.takes('root_weight'):
+            kwargs['root_weight'] = args.root_weight
+        return mechanism.conv(dim, head_dim, **kwargs)
     return GCNConv(dim, dim)
+
+
+def message_graph(args, data):
+    r"""The edges messages pass along and the tensors the layers take by
+    keyword (e.g. :obj:`edge_type`): the graph's own edges, or what the
+    mechanism's transforms build from them and the node features (which
+    every split may see; no labels are used)."""
+    mechanism = MECHANISMS.get(args.conv)
+    if mechanism is None or mechanism.transform is None:
+        return data.edge_index, {}
+    graph = T.Compose(mechanism.transform())(
+        Data(x=data.x, edge_index=data.edge_index, num_nodes=data.num_nodes))
+    return graph.edge_index, {key: graph[key] for key in mechanism.inputs}
 
 
 class Block(torch.nn.Module):
@@ -174,8 +218,8 @@ class Block(torch.nn.Module):
         self.lin2 = torch.nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        h = self.conv(self.norm(x), edge_index)
+    def forward(self, x: Tensor, edge_index: Tensor, **inputs) -> Tensor:
+        h = self.conv(self.norm(x), edge_index, **inputs)
         h = F.dropout(self.lin1(h), self.dropout, self.training)
         h = F.dropout(self.lin2(F.gelu(h)), self.dropout, self.training)
         return x + h
@@ -193,16 +237,19 @@ class Net(torch.nn.Module):
         self.output = torch.nn.Linear(dim, 1)
         self.dropout = args.dropout
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, **inputs) -> Tensor:
         x = F.gelu(F.dropout(self.input(x), self.dropout, self.training))
         for block in self.blocks:
-            x = block(x, edge_index)
+            x = block(x, edge_index, **inputs)
         return self.output(self.norm(x)).squeeze(-1)  # [N] logits
 
 
-def run_split(args, data, split: int, progress: tqdm) -> dict:
+def run_split(args, data, split: int, progress: tqdm,
+              graph=None) -> dict:
     """Trains on one given split; returns the test ROC AUC at the step of
-    best validation ROC AUC."""
+    best validation ROC AUC.  :obj:`graph` is :func:`message_graph`'s
+    output (default: the graph's own edges)."""
+    edge_index, inputs = graph or (data.edge_index, {})
     torch.manual_seed(split)
     train = data.train_mask[:, split]
     val, test = data.val_mask[:, split], data.test_mask[:, split]
@@ -216,7 +263,7 @@ def run_split(args, data, split: int, progress: tqdm) -> dict:
         start = time.perf_counter()
         model.train()
         optimizer.zero_grad()
-        logits = model(data.x, data.edge_index)
+        logits = model(data.x, edge_index, **inputs)
         loss = F.binary_cross_entropy_with_logits(logits[train],
                                                   target[train])
         aux = auxiliary_loss(model)  # moe's load balancing, else None
@@ -226,7 +273,7 @@ def run_split(args, data, split: int, progress: tqdm) -> dict:
         if epoch % args.eval_every == 0 or epoch == args.epochs:
             model.eval()
             with torch.no_grad():
-                score = model(data.x, data.edge_index)
+                score = model(data.x, edge_index, **inputs)
             val_auc = roc_auc(score[val], data.y[val])
             if val_auc > best['val_auc']:
                 best = dict(val_auc=val_auc,
@@ -247,12 +294,15 @@ def main(argv=None) -> int:
         print(f'error: {error}', file=sys.stderr)
         return 1
     data = dataset[0].to(args.device)
+    start = time.perf_counter()
+    graph = message_graph(args, data)
+    graph_time = time.perf_counter() - start
 
     runs = []
     with tqdm(total=args.splits * args.epochs, unit='step',
               desc=f'{args.dataset} {args.conv}') as progress:
         for split in range(args.splits):
-            runs.append(run_split(args, data, split, progress))
+            runs.append(run_split(args, data, split, progress, graph))
 
     aucs = [run['test_auc'] for run in runs]
     mean, std = statistics.mean(aucs), statistics.pstdev(aucs)
@@ -263,6 +313,7 @@ def main(argv=None) -> int:
     results = dict(
         dataset=args.dataset, conv=args.conv, splits=list(range(args.splits)),
         test_auc=aucs, mean=mean, std=std, epoch_time_mean=epoch_time,
+        num_edges=graph[0].size(1), graph_time=graph_time,
         val_auc=[run['val_auc'] for run in runs],
         best_epochs=[run['best_epoch'] for run in runs], args=vars(args),
         versions=environment(args.device),

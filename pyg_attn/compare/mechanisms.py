@@ -151,16 +151,18 @@ def rotary_conv(in_channels: int, out_channels: int, **kwargs) -> Module:
 
 def linear_global_conv(in_channels: int, out_channels: int, heads: int = 1,
                        concat: bool = True, dropout: float = 0.,
-                       num_features: int = 64, local: bool = False) -> Module:
+                       num_features: int = 64, local: bool = False,
+                       root_weight: bool = True) -> Module:
     r""":class:`~pyg_attn.nn.LinearAttentionConv` over the whole graph,
     alone or (:obj:`local=True`) summed with an
     :class:`~pyg_attn.nn.EdgeGATConv` over the edges, GPS-style.  With 8
     channels per head it draws 64 random features per head, not the layer's
     default 256 (sized for wider heads), which cuts its time per epoch on
-    Cora by about half."""
+    Cora by about half.  :obj:`root_weight` is the global layer's."""
     kwargs = dict(heads=heads, concat=concat, dropout=dropout)
     global_conv = pyg_attn.nn.LinearAttentionConv(
-        in_channels, out_channels, num_features=num_features, **kwargs)
+        in_channels, out_channels, num_features=num_features,
+        root_weight=root_weight, **kwargs)
     local_conv = pyg_attn.nn.EdgeGATConv(in_channels, out_channels,
                                          **kwargs) if local else None
     return GlobalAttentionBlock(global_conv, local_conv)

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / 'examples' / 'heterophilous.py'
-CONVS = ['dual_space', 'dot_product', 'edge_gat', 'gat', 'gcn', 'moe']
+CONVS = ['dual_space', 'dot_product', 'edge_gat', 'gat', 'transformer',
+         'gcn', 'moe', 'mlp', 'flash', 'poincare', 'local_global', 'rotary',
+         'linear', 'linear_gps']
 
 
 @pytest.fixture(scope='module')
@@ -47,6 +49,75 @@ def test_heterophilous_main(conv, script, minesweeper_root, tmp_path,
     assert results['args']['epochs'] == 2
     assert {'torch', 'torch_geometric', 'pyg_attn'} <= set(
         results['versions'])
+
+
+def test_heterophilous_convs(script):
+    # every conv of the script is tested above, and every layer of the
+    # comparison's rows that this installation has is one of them
+    assert set(script.CONVS) == set(CONVS)
+
+
+def edge_set(edge_index):
+    return set(map(tuple, edge_index.t().tolist()))
+
+
+def test_heterophilous_message_graph(script, minesweeper_root):
+    from pyg_attn.compare.mechanisms import KEPT_EDGE_TYPE
+    data = script.load('minesweeper', minesweeper_root)[0]
+    n, graph = data.num_nodes, edge_set(data.edge_index)
+
+    args = script.parse_args(['--conv', 'local_global'])
+    edge_index, inputs = script.message_graph(args, data)
+    assert set(inputs) == {'edge_type'}
+    kept = inputs['edge_type'] == KEPT_EDGE_TYPE
+    assert edge_set(edge_index[:, kept]) == graph
+    assert (inputs['edge_type'][~kept] < KEPT_EDGE_TYPE).all()
+    assert (~kept).sum() > n  # HNSW links of the features
+
+    args = script.parse_args(['--conv', 'rotary'])
+    edge_index, inputs = script.message_graph(args, data)
+    assert inputs['edge_pos'].shape == (edge_index.size(1), 1)
+    hop = inputs['edge_pos'][:, 0]
+    assert edge_set(edge_index[:, hop == 1]) == graph
+    assert not edge_set(edge_index[:, hop == 2]) & graph
+    assert set(hop.tolist()) <= {0., 1., 2.} and hop.max() == 2
+
+    for conv in ('dot_product', 'flash', 'mlp', 'linear'):
+        args = script.parse_args(['--conv', conv])
+        edge_index, inputs = script.message_graph(args, data)
+        assert inputs == {} and edge_index is data.edge_index
+
+
+@pytest.mark.parametrize('conv,has_root', [
+    ('dot_product', True), ('flash', True), ('rotary', True),
+    ('local_global', True), ('transformer', True), ('linear', True),
+    ('linear_gps', True), ('poincare', False)])
+def test_heterophilous_root_weight(script, conv, has_root):
+    # --no-root-weight reaches every layer that has a root weight (the
+    # comparison builds local_global and rotary without one)
+    def root_weights(argv):
+        args = script.parse_args(['--conv', conv, '--hidden', '8',
+                                  '--heads', '2', *argv])
+        return [module.root_weight
+                for module in script.make_conv(args, 8).modules()
+                if hasattr(module, 'root_weight')]
+    assert root_weights([]) == ([True] if has_root else [])
+    assert root_weights(['--no-root-weight']) == (
+        [False] if has_root else [])
+
+
+def test_heterophilous_mlp_ignores_edges(script):
+    args = script.parse_args(['--conv', 'mlp', '--hidden', '8', '--heads',
+                              '2'])
+    torch.manual_seed(0)
+    model = script.Net(args, 5).eval()
+    x = torch.randn(6, 5)
+    edges = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
+    out = model(x, edges)
+    torch.testing.assert_close(model(x, edges.flip(0)[:, :1]), out, rtol=0,
+                               atol=0)
+    # fewer rows: the same values up to the matmul's blocking
+    torch.testing.assert_close(model(x[:3], edges[:, :1]), out[:3])
 
 
 def test_heterophilous_missing_data(script, tmp_path, capsys):
