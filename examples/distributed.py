@@ -34,6 +34,19 @@ The model is :class:`pyg_attn.nn.AttentionNet` with GAT's settings (8 heads x
 8 channels, dropout 0.6, Adam with lr 0.005 and weight decay 5e-4) and the
 layers' own defaults otherwise (``dot_product`` and ``transformer`` keep their
 root weight: with sampled neighbourhoods a self-loop edge could be left out).
+
+``poincare``, ``local_global``, ``rotary`` and ``moe`` are the ``pyg-attn
+compare`` rows of the same name (:func:`pyg_attn.compare.
+available_mechanisms`): their layer arguments, self-loops and graph
+transforms, built once on the whole graph by rank 0 and sent to the others
+(HNSW links with their ``edge_type``; the 2-hop neighbourhood with hop
+positions in ``edge_pos``), before sampling, so each mini-batch carries the
+edge tensors of its sampled edges; layers with a root weight keep it.
+``moe`` adds its load-balancing loss, and DDP then looks for parameters
+without a gradient (the experts a step routes no node to).  ``linear`` and
+``dual_space`` are not offered: they attend over all nodes of the graph
+(globally, or over neighbours searched among all of them), which a
+mini-batch of sampled neighbourhoods does not hold.
 """
 import argparse
 import os
@@ -59,7 +72,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from pyg_attn.compare import environment, write_json  # noqa: E402
+from pyg_attn.compare import (  # noqa: E402
+    auxiliary_loss,
+    available_mechanisms,
+    environment,
+    write_json,
+)
 from pyg_attn.datasets import load_planetoid  # noqa: E402
 from pyg_attn.nn import (  # noqa: E402
     AttentionNet,
@@ -67,6 +85,7 @@ from pyg_attn.nn import (  # noqa: E402
     EdgeGATConv,
     FlashAttentionConv,
 )
+from pyg_attn.nn.models.adapters import KeywordAttentionNet  # noqa: E402
 
 
 def flash_attention_conv(in_channels, out_channels, **kwargs):
@@ -83,6 +102,44 @@ CONVS = {
     'gat': GATConv,
     'transformer': TransformerConv,
 }
+# Rows of `pyg-attn compare` run here with their layer arguments, self-loops
+# and graph transforms (those this installation has).
+MECHANISMS = {name: mechanism
+              for name, mechanism in available_mechanisms().items()
+              if name in ('poincare', 'local_global', 'rotary', 'moe')}
+CONVS.update({name: mechanism.conv for name, mechanism in MECHANISMS.items()})
+
+
+def conv_kwargs(conv: str) -> dict:
+    r"""The layer arguments of :obj:`conv`'s comparison row, with the root
+    weight kept where the layer has one."""
+    mechanism = MECHANISMS.get(conv)
+    if mechanism is None:
+        return {}
+    kwargs = dict(mechanism.conv_kwargs)
+    if 'root_weight' in kwargs:
+        kwargs['root_weight'] = True
+    return kwargs
+
+
+def edge_inputs(conv: str) -> tuple:
+    r"""The edge tensors :obj:`conv` takes by keyword, e.g.
+    :obj:`("edge_type",)`."""
+    mechanism = MECHANISMS.get(conv)
+    return () if mechanism is None else mechanism.inputs
+
+
+def message_graph(conv: str, data):
+    r""":obj:`data` with the self-loops and graph transforms of
+    :obj:`conv`'s comparison row applied (unchanged for the others)."""
+    mechanism = MECHANISMS.get(conv)
+    if mechanism is None:
+        return data
+    hp = mechanism.hyperparameters()
+    transforms = [T.AddSelfLoops()] if hp.self_loops else []
+    if mechanism.transform is not None:
+        transforms += mechanism.transform()
+    return T.Compose(transforms)(data) if transforms else data
 
 
 class TorchNeighborSampler(NeighborSampler):
@@ -183,27 +240,35 @@ def sample_neighbors(colptr: Tensor, row: Tensor, seed: Tensor,
 
 
 class SampledAttentionNet(torch.nn.Module):
-    r"""Runs an :class:`~pyg_attn.nn.AttentionNet` on a
-    :class:`NeighborLoader` mini-batch as a stack of bipartite layers (see the
-    module docstring), returning the outputs of the seed nodes.  Without
-    hop counts it is the plain full-graph forward."""
+    r"""Runs a :class:`~pyg_attn.nn.models.adapters.KeywordAttentionNet`
+    (an :class:`~pyg_attn.nn.AttentionNet` that passes keyword tensors to
+    its layers) on a :class:`NeighborLoader` mini-batch as a stack of
+    bipartite layers (see the module docstring), returning the outputs of
+    the seed nodes.  Without hop counts it is the plain full-graph
+    forward."""
     def __init__(self, net: AttentionNet):
         super().__init__()
         self.net = net
 
     def forward(self, x: Tensor, edge_index: Tensor,
                 num_sampled_nodes: Optional[List[int]] = None,
-                num_sampled_edges: Optional[List[int]] = None) -> Tensor:
+                num_sampled_edges: Optional[List[int]] = None,
+                **tensors: Tensor) -> Tensor:
+        r"""Runs the stack; :obj:`tensors` (one row per edge, e.g.
+        :obj:`edge_type`) are passed to every layer by keyword, cut to the
+        layer's edges."""
         net = self.net
         if num_sampled_nodes is None:
-            return net(x, edge_index)
+            return net(x, edge_index, **tensors)
         hops = net.num_layers
         for i, conv in enumerate(net.convs):
             num_dst = sum(num_sampled_nodes[:hops - i])
             num_edges = sum(num_sampled_edges[:hops - i])
             x = F.dropout(x, p=net.dropout, training=self.training)
             x_dst = x[:num_dst]
-            h = conv((x, x_dst), edge_index[:, :num_edges])  # [num_dst, *]
+            h = conv((x, x_dst), edge_index[:, :num_edges],  # [num_dst, *]
+                     **{key: value[:num_edges]
+                        for key, value in tensors.items()})
             h = net.norms[i](h)
             if net.residual:
                 h = h + net.skips[i](x_dst)
@@ -281,22 +346,25 @@ def make_loader(data, nodes: Tensor, num_neighbors: List[int], batch_size: int,
                           neighbor_sampler=sampler)
 
 
-def step_inputs(batch, device: torch.device):
+def step_inputs(batch, device: torch.device, keys: Sequence[str] = ()):
+    r"""The model's positional inputs, its keyword edge tensors
+    :obj:`keys` and the seed nodes' labels."""
     batch = batch.to(device)
     return (batch.x, batch.edge_index, batch.num_sampled_nodes,
-            batch.num_sampled_edges), batch.y[:batch.batch_size]
+            batch.num_sampled_edges), {key: batch[key] for key in keys}, \
+        batch.y[:batch.batch_size]
 
 
 @torch.no_grad()
 def evaluate(model: SampledAttentionNet, loader: NeighborLoader,
-             device: torch.device) -> Tensor:
+             device: torch.device, keys: Sequence[str] = ()) -> Tensor:
     r"""Returns this rank's :obj:`[correct, total]` over the loader's
     seed nodes."""
     model.eval()
     counts = torch.zeros(2, dtype=torch.long)
     for batch in loader:
-        inputs, y = step_inputs(batch, device)
-        pred = model(*inputs).argmax(dim=-1)
+        inputs, tensors, y = step_inputs(batch, device, keys)
+        pred = model(*inputs, **tensors).argmax(dim=-1)
         counts += torch.tensor([int((pred == y).sum()), y.numel()])
     return counts
 
@@ -329,7 +397,11 @@ def train(args, device: torch.device, rank: int, world_size: int) -> int:
         if rank == int(failed.nonzero()[0]):
             print(f'error: {error}', file=sys.stderr)
         return 1
-    data = dataset[0]
+    # Rank 0 builds the message graph (an HNSW index need not come out the
+    # same twice) and sends it to the others.
+    graph = [message_graph(args.conv, dataset[0]) if rank == 0 else None]
+    dist.broadcast_object_list(graph, src=0)
+    data, keys = graph[0], edge_inputs(args.conv)
 
     # The same shuffled split on every rank; each takes an equal share.
     generator = torch.Generator().manual_seed(args.seed)
@@ -348,15 +420,17 @@ def train(args, device: torch.device, rank: int, world_size: int) -> int:
     test_idx = data.test_mask.nonzero().view(-1).tensor_split(world_size)[rank]
 
     torch.manual_seed(args.seed)  # identical initial parameters
-    net = AttentionNet(dataset.num_features, args.hidden, dataset.num_classes,
-                       num_layers=len(args.num_neighbors),
-                       conv=CONVS[args.conv], heads=args.heads, out_heads=1,
-                       dropout=args.dropout)
+    net = KeywordAttentionNet(
+        dataset.num_features, args.hidden, dataset.num_classes,
+        num_layers=len(args.num_neighbors), conv=CONVS[args.conv],
+        heads=args.heads, out_heads=1, dropout=args.dropout,
+        conv_kwargs=conv_kwargs(args.conv))
     model = SampledAttentionNet(net).to(device)
     initial = {k: v.detach().cpu().clone()
                for k, v in model.state_dict().items()}
     ddp = DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == 'cuda' else None)
+        model, device_ids=[device.index] if device.type == 'cuda' else None,
+        find_unused_parameters=args.conv == 'moe')  # unrouted experts
     optimizer = torch.optim.Adam(ddp.parameters(), lr=args.lr,
                                  weight_decay=args.weight_decay)
     torch.manual_seed(args.seed + 1 + rank)  # own sampling and dropout
@@ -379,17 +453,18 @@ def train(args, device: torch.device, rank: int, world_size: int) -> int:
         total = torch.zeros(2, dtype=torch.float64)  # [loss sum, steps]
         for batch in train_loader:
             seen.append(batch.n_id[:batch.batch_size])
-            inputs, y = step_inputs(batch, device)
+            inputs, tensors, y = step_inputs(batch, device, keys)
             optimizer.zero_grad()
-            loss = F.cross_entropy(ddp(*inputs), y)
-            loss.backward()
+            loss = F.cross_entropy(ddp(*inputs, **tensors), y)
+            aux = auxiliary_loss(model)  # moe's load balancing, else None
+            (loss if aux is None else loss + aux).backward()
             optimizer.step()
             total += torch.tensor([float(loss.detach()), 1.0])
             steps += 1
         epoch_time = time.perf_counter() - start
 
-        counts = torch.cat([total, evaluate(model, val_loader, device),
-                            evaluate(model, test_loader, device)])
+        counts = torch.cat([total, evaluate(model, val_loader, device, keys),
+                            evaluate(model, test_loader, device, keys)])
         counts = counts.to(device)  # nccl reduces CUDA tensors only
         dist.all_reduce(counts)  # sums over ranks
         counts = counts.cpu()

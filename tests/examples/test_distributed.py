@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch_geometric.loader import NeighborLoader
 
-from pyg_attn.nn import AttentionNet
+from pyg_attn.nn.models.adapters import KeywordAttentionNet
 from pyg_attn.testing.graphs import make_graph, random_graph, small_graphs
 
 SCRIPT = Path(__file__).resolve().parents[2] / 'examples' / 'distributed.py'
@@ -101,29 +101,57 @@ def test_sampler_is_uniform(script):
     assert all(150 < counts[j] < 250 for j in range(1, 5)), counts
 
 
-@pytest.mark.parametrize('conv', ['dot_product', 'edge_gat', 'flash', 'gat',
-                                  'transformer'])
+CONVS = ['dot_product', 'edge_gat', 'flash', 'gat', 'transformer', 'poincare',
+         'local_global', 'rotary', 'moe']
+
+
+def test_convs(script):
+    # every conv of the script is tested here
+    assert set(script.CONVS) == set(CONVS)
+
+
+@pytest.mark.parametrize('conv', CONVS)
 def test_bipartite_forward_matches_full(script, conv):
     # Each layer gets (x_src, x_dst) with fewer destinations than sources;
     # the seeds' outputs equal those of the full forward on the same batch.
-    data = random_graph(40, 160, num_features=5, seed=3)
+    data = script.message_graph(
+        conv, random_graph(40, 160, num_features=5, seed=3))
+    keys = script.edge_inputs(conv)
     batch = next(iter(loader(script, data, [3, 3], batch_size=6)))
     assert batch.num_sampled_nodes[1] > 0 and batch.num_sampled_nodes[2] > 0
-    net = AttentionNet(5, 4, 3, conv=script.CONVS[conv], heads=2)
-    assert net.convs[0].heads == 2
+    tensors = {key: batch[key] for key in keys}
+    for key in keys:  # the sampled edges' own rows
+        assert torch.equal(tensors[key], data[key][batch.e_id])
+    torch.manual_seed(0)
+    net = KeywordAttentionNet(5, 4, 3, conv=script.CONVS[conv], heads=2,
+                              conv_kwargs=script.conv_kwargs(conv))
     model = script.SampledAttentionNet(net).eval()
     out = model(batch.x, batch.edge_index, batch.num_sampled_nodes,
-                batch.num_sampled_edges)
+                batch.num_sampled_edges, **tensors)
     assert out.shape == (6, 3)
-    full = model(batch.x, batch.edge_index)[:6]
+    full = model(batch.x, batch.edge_index, **tensors)[:6]
     torch.testing.assert_close(out, full)
+    if keys:  # the layers use them
+        other = {key: value.flip(0) for key, value in tensors.items()}
+        assert not torch.allclose(out, model(
+            batch.x, batch.edge_index, batch.num_sampled_nodes,
+            batch.num_sampled_edges, **other))
 
     model.train()
     out = model(batch.x, batch.edge_index, batch.num_sampled_nodes,
-                batch.num_sampled_edges)
-    out.sum().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all()
-               for p in model.parameters())
+                batch.num_sampled_edges, **tensors)
+    aux = script.auxiliary_loss(model)
+    (out.sum() if aux is None else out.sum() + aux).backward()
+    grads = dict(model.named_parameters())
+    assert all(torch.isfinite(p.grad).all() for p in grads.values()
+               if p.grad is not None)
+    unused = {name for name, p in grads.items() if p.grad is None}
+    if conv == 'moe':  # experts no node was routed to, the dot-product
+        # expert's skip projection (built, unused without a root weight)
+        assert all('.experts.' in name for name in unused), unused
+        assert not any('.router' in name for name in unused)
+    else:
+        assert not unused
 
 
 @pytest.mark.parametrize('argv,match', [
@@ -144,7 +172,13 @@ def test_missing_data(script, tmp_path, capsys):
     assert not (tmp_path / 'out.json').exists()
 
 
-def test_two_processes(planetoid_root, tmp_path):
+# edge_gat: the plain case; moe: a load-balancing loss and parameters
+# without a gradient (unrouted experts); local_global: a message graph built
+# by rank 0 (HNSW links) whose edge tensors the mini-batches carry.  moe
+# learns more slowly: its loss needs 8 epochs to fall by 0.02.
+@pytest.mark.parametrize('conv,epochs', [('edge_gat', 4), ('moe', 8),
+                                         ('local_global', 4)])
+def test_two_processes(planetoid_root, tmp_path, conv, epochs):
     r"""Two gloo processes train on disjoint halves of the training nodes;
     DDP keeps their parameters identical, and the loss falls."""
     out, state = tmp_path / 'results.json', tmp_path / 'state'
@@ -152,22 +186,22 @@ def test_two_processes(planetoid_root, tmp_path):
     proc = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--standalone',
          '--nproc_per_node=2', str(SCRIPT), '--dataset', 'Cora', '--root',
-         planetoid_root, '--conv', 'edge_gat', '--epochs', '4',
+         planetoid_root, '--conv', conv, '--epochs', str(epochs),
          '--batch-size', '35', '--num-neighbors', '5', '5', '--lr', '0.01',
          '--out', str(out), '--save-dir', str(state)],
         env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'Cora edge_gat: 2 process(es) (gloo)' in proc.stdout
+    assert f'Cora {conv}: 2 process(es) (gloo)' in proc.stdout
 
     results = json.loads(out.read_text())
     assert results['world_size'] == 2 and results['backend'] == 'gloo'
     assert results['steps_per_epoch'] == 2  # 70 training nodes per rank
     losses = results['train_loss']
-    assert len(losses) == 4 and losses[-1] < losses[0] - 0.02, losses
+    assert len(losses) == epochs and losses[-1] < losses[0] - 0.02, losses
     assert all(0.0 <= acc <= 1.0 for acc in results['test_acc'])
 
     ranks = [torch.load(state / f'rank{r}.pt') for r in range(2)]
-    assert ranks[0]['steps'] == ranks[1]['steps'] == 8
+    assert ranks[0]['steps'] == ranks[1]['steps'] == 2 * epochs
     seen = [set(r['seed_nodes'].tolist()) for r in ranks]
     assert len(seen[0]) == len(seen[1]) == 70 and not seen[0] & seen[1]
     assert ranks[0]['final'].keys() == ranks[1]['final'].keys()
