@@ -73,9 +73,9 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from pyg_attn.compare import (  # noqa: E402
-    auxiliary_loss,
     available_mechanisms,
     environment,
+    with_auxiliary_loss,
     write_json,
 )
 from pyg_attn.datasets import load_planetoid  # noqa: E402
@@ -456,8 +456,7 @@ def train(args, device: torch.device, rank: int, world_size: int) -> int:
             inputs, tensors, y = step_inputs(batch, device, keys)
             optimizer.zero_grad()
             loss = F.cross_entropy(ddp(*inputs, **tensors), y)
-            aux = auxiliary_loss(model)  # moe's load balancing, else None
-            (loss if aux is None else loss + aux).backward()
+            with_auxiliary_loss(loss, model).backward()  # + moe's balancing
             optimizer.step()
             total += torch.tensor([float(loss.detach()), 1.0])
             steps += 1

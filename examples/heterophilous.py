@@ -29,7 +29,7 @@ transforms (HNSW links beside the graph's edges for ``local_global``, the
 2-hop neighbourhood with hop positions for ``rotary``), in this script's
 model.  Layers with a root weight (a separate projection of the node's own
 features, the "-sep" variants' idea) keep it unless ``--no-root-weight``;
-no self-loops are added (PyG's ``GATConv`` and ``GCNConv`` add their own).
+no self-loops are added (``gat``, ``edge_gat`` and ``gcn`` add their own).
 
 Example::
 
@@ -55,9 +55,9 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from pyg_attn.compare import (  # noqa: E402
-    auxiliary_loss,
     available_mechanisms,
     environment,
+    with_auxiliary_loss,
     write_json,
 )
 from pyg_attn.compare.mechanisms import moe_conv  # noqa: E402
@@ -266,8 +266,7 @@ def run_split(args, data, split: int, progress: tqdm,
         logits = model(data.x, edge_index, **inputs)
         loss = F.binary_cross_entropy_with_logits(logits[train],
                                                   target[train])
-        aux = auxiliary_loss(model)  # moe's load balancing, else None
-        (loss if aux is None else loss + aux).backward()
+        with_auxiliary_loss(loss, model).backward()  # + moe's balancing
         optimizer.step()
         times.append(time.perf_counter() - start)
         if epoch % args.eval_every == 0 or epoch == args.epochs:

@@ -71,9 +71,9 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from pyg_attn.compare import (  # noqa: E402
-    auxiliary_loss,
     available_mechanisms,
     environment,
+    with_auxiliary_loss,
     write_json,
 )
 from pyg_attn.datasets import DiseaseLP, load_planetoid  # noqa: E402
@@ -329,8 +329,7 @@ def run_seed(args, dataset, seed: int, progress: tqdm) -> dict:
             pos_logits, torch.ones_like(pos_logits))
         loss = loss + F.binary_cross_entropy_with_logits(
             neg_logits, torch.zeros_like(neg_logits))
-        aux = auxiliary_loss(model)  # moe's load balancing
-        (loss if aux is None else loss + aux).backward()
+        with_auxiliary_loss(loss, model).backward()  # + moe's balancing
         optimizer.step()
 
         val_scores = evaluate(model, x, edge_index, val, inputs)

@@ -77,3 +77,23 @@ def chunk_steps(monkeypatch):
         return steps
 
     return spy_on
+
+
+@pytest.fixture
+def auxiliary_losses(monkeypatch):
+    r"""``auxiliary_losses(script)`` spies the ``with_auxiliary_loss`` that
+    :obj:`script`'s training steps call and returns the list it fills with
+    each step's :func:`~pyg_attn.compare.auxiliary_loss` of the model."""
+    from pyg_attn.compare import auxiliary_loss
+
+    def spy_on(script) -> list:
+        losses, total = [], script.with_auxiliary_loss
+
+        def spy(loss, model):
+            losses.append(auxiliary_loss(model))
+            return total(loss, model)
+
+        monkeypatch.setattr(script, 'with_auxiliary_loss', spy)
+        return losses
+
+    return spy_on

@@ -9,10 +9,11 @@ from pyg_attn.compare.runner import (DATASETS, compare, environment,
                                      train_mechanism)
 from pyg_attn.compare.training import (FULL, QUICK, Protocol, auxiliary_loss,
                                        count_parameters, run_seed,
-                                       train_node_classifier)
+                                       train_node_classifier,
+                                       with_auxiliary_loss)
 
 __all__ = ['Hyperparameters', 'Mechanism', 'available_mechanisms',
            'PeakMemory', 'format_table', 'plot', 'write_csv', 'write_json',
            'DATASETS', 'compare', 'environment', 'train_mechanism', 'FULL',
            'QUICK', 'Protocol', 'auxiliary_loss', 'count_parameters',
-           'run_seed', 'train_node_classifier']
+           'run_seed', 'train_node_classifier', 'with_auxiliary_loss']

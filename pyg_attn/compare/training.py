@@ -47,6 +47,13 @@ def auxiliary_loss(model: Module) -> Optional[Tensor]:
     return sum(losses) if losses else None
 
 
+def with_auxiliary_loss(loss: Tensor, model: Module) -> Tensor:
+    r""":obj:`loss` plus the model's :func:`auxiliary_loss` if it has one:
+    what a training step backpropagates."""
+    aux = auxiliary_loss(model)
+    return loss if aux is None else loss + aux
+
+
 def count_parameters(model: Module) -> int:
     r"""Learnable parameters (buffers such as random features are not
     counted)."""
@@ -112,8 +119,7 @@ def train_node_classifier(
         optimizer.zero_grad()
         out = model(data.x, data.edge_index, **inputs)
         loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
-        aux = auxiliary_loss(model)
-        (loss if aux is None else loss + aux).backward()
+        with_auxiliary_loss(loss, model).backward()
         _with_gradient(model, trained)
         optimizer.step()
 

@@ -5,7 +5,7 @@ from torch_geometric.data import Data
 import pyg_attn.nn
 from pyg_attn.compare import (Hyperparameters, auxiliary_loss,
                               available_mechanisms, count_parameters,
-                              run_seed)
+                              run_seed, with_auxiliary_loss)
 from pyg_attn.compare.mechanisms import rotary_conv
 from pyg_attn.nn.models.adapters import OutputSlice
 from pyg_attn.testing.graphs import random_graph
@@ -122,9 +122,12 @@ def test_rotary_conv_odd_width():
 
 
 def test_auxiliary_loss():
+    # and with_auxiliary_loss, what the training steps backpropagate
     specs = available_mechanisms()
+    loss = torch.tensor(1.5, requires_grad=True)
     model = specs['gat'].build(12, 3, specs['gat'].hyperparameters())
     assert auxiliary_loss(model) is None
+    assert with_auxiliary_loss(loss, model) is loss
     if 'moe' not in specs:
         pytest.skip('MoEAttentionConv is not available')
     data = specs['moe'].data_transform(specs['moe'].hyperparameters())(
@@ -133,6 +136,8 @@ def test_auxiliary_loss():
     model(data.x, data.edge_index)
     aux = auxiliary_loss(model)
     assert aux.dim() == 0 and aux.requires_grad
+    torch.testing.assert_close(with_auxiliary_loss(loss, model), loss + aux,
+                               rtol=0, atol=0)
 
 
 def test_local_global_without_hnsw(monkeypatch):

@@ -140,8 +140,7 @@ def test_bipartite_forward_matches_full(script, conv):
     model.train()
     out = model(batch.x, batch.edge_index, batch.num_sampled_nodes,
                 batch.num_sampled_edges, **tensors)
-    aux = script.auxiliary_loss(model)
-    (out.sum() if aux is None else out.sum() + aux).backward()
+    script.with_auxiliary_loss(out.sum(), model).backward()
     grads = dict(model.named_parameters())
     assert all(torch.isfinite(p.grad).all() for p in grads.values()
                if p.grad is not None)
@@ -163,6 +162,17 @@ def test_bad_arguments(script, argv, match, capsys):
     with pytest.raises(SystemExit):
         script.parse_args(argv)
     assert re.search(match, capsys.readouterr().err)
+
+
+def test_moe_adds_load_balancing(script, planetoid_root, auxiliary_losses,
+                                 tmp_path):
+    losses = auxiliary_losses(script)
+    assert script.main([
+        '--root', planetoid_root, '--conv', 'moe', '--epochs', '1',
+        '--batch-size', '70', '--hidden', '2', '--heads', '2',
+        '--out', str(tmp_path / 'out.json')]) == 0
+    assert len(losses) == 2  # 140 training nodes, 70 per step
+    assert all(loss.requires_grad and loss > 0 for loss in losses)
 
 
 def test_missing_data(script, tmp_path, capsys):

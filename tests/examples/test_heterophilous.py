@@ -51,6 +51,17 @@ def test_heterophilous_main(conv, script, minesweeper_root, tmp_path,
         results['versions'])
 
 
+def test_heterophilous_moe_adds_load_balancing(script, minesweeper_root,
+                                               auxiliary_losses, tmp_path):
+    losses = auxiliary_losses(script)
+    assert script.main([
+        '--conv', 'moe', '--epochs', '2', '--splits', '1', '--hidden', '8',
+        '--heads', '2', '--layers', '1', '--root', minesweeper_root,
+        '--out', str(tmp_path / 'results.json')]) == 0
+    assert len(losses) == 2
+    assert all(loss.requires_grad and loss > 0 for loss in losses)
+
+
 def test_heterophilous_convs(script):
     # every conv of the script is tested above, and every layer of the
     # comparison's rows that this installation has is one of them

@@ -138,15 +138,8 @@ def test_link_prediction_message_graph(script, disease_root):
 
 
 def test_link_prediction_moe_adds_load_balancing(script, disease_root,
-                                                 monkeypatch):
-    losses = []
-    aux = script.auxiliary_loss
-
-    def spy(model):
-        losses.append(aux(model))
-        return losses[-1]
-
-    monkeypatch.setattr(script, 'auxiliary_loss', spy)
+                                                 auxiliary_losses):
+    losses = auxiliary_losses(script)
     args = script.parse_args(['--conv', 'moe', '--epochs', '2', '--seeds',
                               '1', '--root', disease_root])
     from tqdm import tqdm
