@@ -135,11 +135,8 @@ def message_graph(conv: str, data):
     mechanism = MECHANISMS.get(conv)
     if mechanism is None:
         return data
-    hp = mechanism.hyperparameters()
-    transforms = [T.AddSelfLoops()] if hp.self_loops else []
-    if mechanism.transform is not None:
-        transforms += mechanism.transform()
-    return T.Compose(transforms)(data) if transforms else data
+    self_loops = mechanism.hyperparameters().self_loops
+    return T.Compose(mechanism.graph_transforms(self_loops))(data)
 
 
 class TorchNeighborSampler(NeighborSampler):

@@ -45,9 +45,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torch_geometric.transforms as T
 from torch import Tensor
-from torch_geometric.data import Data
 from torch_geometric.datasets import HeterophilousGraphDataset
 from torch_geometric.nn import GATConv, GCNConv, TransformerConv
 from tqdm import tqdm
@@ -201,11 +199,9 @@ def message_graph(args, data):
     mechanism's transforms build from them and the node features (which
     every split may see; no labels are used)."""
     mechanism = MECHANISMS.get(args.conv)
-    if mechanism is None or mechanism.transform is None:
+    if mechanism is None:
         return data.edge_index, {}
-    graph = T.Compose(mechanism.transform())(
-        Data(x=data.x, edge_index=data.edge_index, num_nodes=data.num_nodes))
-    return graph.edge_index, {key: graph[key] for key in mechanism.inputs}
+    return mechanism.message_graph(data.x, data.edge_index)
 
 
 class Block(torch.nn.Module):

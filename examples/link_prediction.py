@@ -63,7 +63,6 @@ import torch.nn.functional as F
 import torch_geometric
 import torch_geometric.transforms as T
 from torch import Tensor
-from torch_geometric.data import Data
 from torch_geometric.nn import GATConv, GCNConv, TransformerConv
 from torch_geometric.utils import negative_sampling
 from tqdm import tqdm
@@ -282,11 +281,9 @@ def message_graph(args, train):
         edge_index = torch_geometric.utils.add_self_loops(
             edge_index, num_nodes=train.num_nodes)[0]
     mechanism = MECHANISMS.get(args.conv)
-    if mechanism is None or mechanism.transform is None:
+    if mechanism is None:
         return x, edge_index, {}
-    graph = T.Compose(mechanism.transform())(
-        Data(x=x, edge_index=edge_index, num_nodes=train.num_nodes))
-    return x, graph.edge_index, {key: graph[key] for key in mechanism.inputs}
+    return (x, *mechanism.message_graph(x, edge_index))
 
 
 @torch.no_grad()

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch_geometric.transforms as T
+from torch import Tensor
 from torch.nn import Module
+from torch_geometric.data import Data
 from torch_geometric.nn import GATConv, GCNConv, TransformerConv
 
 import pyg_attn.nn
@@ -107,15 +109,34 @@ class Mechanism:
         :obj:`argument`."""
         return bool(accepted_kwargs(self.conv, {argument: None}))
 
-    def data_transform(self, hp: Hyperparameters) -> T.Compose:
-        r"""Row-normalised features, self-loops if :obj:`hp.self_loops`,
-        then the mechanism's own transforms."""
-        transforms = [T.NormalizeFeatures()]
-        if hp.self_loops:
-            transforms.append(T.AddSelfLoops())
+    def graph_transforms(self, self_loops: bool = False) -> List[Callable]:
+        r"""Self-loops if :obj:`self_loops`, then the mechanism's own
+        transforms: what builds the edges its layer passes messages along
+        and the edge tensors it takes."""
+        transforms = [T.AddSelfLoops()] if self_loops else []
         if self.transform is not None:
             transforms += self.transform()
-        return T.Compose(transforms)
+        return transforms
+
+    def data_transform(self, hp: Hyperparameters) -> T.Compose:
+        r"""Row-normalised features, then :meth:`graph_transforms` with
+        :obj:`hp.self_loops`."""
+        return T.Compose([T.NormalizeFeatures()] +
+                         self.graph_transforms(hp.self_loops))
+
+    def message_graph(self, x: Tensor, edge_index: Tensor,
+                      self_loops: bool = False
+                      ) -> Tuple[Tensor, Dict[str, Tensor]]:
+        r""":meth:`graph_transforms` applied to node features and edges
+        alone (an example's own graph, e.g. its training edges): the edges
+        messages pass along and the tensors the layer takes by keyword
+        (:obj:`inputs`, e.g. :obj:`edge_type`)."""
+        transforms = self.graph_transforms(self_loops)
+        if not transforms:
+            return edge_index, {}
+        graph = T.Compose(transforms)(
+            Data(x=x, edge_index=edge_index, num_nodes=x.size(0)))
+        return graph.edge_index, {key: graph[key] for key in self.inputs}
 
     def build(self, in_channels: int, out_channels: int, hp: Hyperparameters,
               conv_kwargs: Optional[Dict[str, Any]] = None) -> Module:
