@@ -12,7 +12,7 @@ from pyg_attn.testing.checks import (TOLERANCES, assert_alpha_sums_to_one,
                                      assert_same_function, layer_inputs,
                                      run)
 from pyg_attn.testing.graphs import (EDGE_DIM, NUM_FEATURES, bipartite_graph,
-                                     make_graph,
+                                     edge_set, make_graph,
                                      random_graph, small_graphs)
 from pyg_attn.testing.hnsw_search import hnsw_search
 from pyg_attn.testing.reference import (reference_attention,
@@ -29,7 +29,7 @@ __all__ = [
     'assert_edge_permutation_invariant', 'assert_finite_gradients', 'assert_local_attention_properties',
     'assert_node_permutation_equivariant', 'assert_output_shape',
     'assert_reset_parameters', 'assert_same_function', 'layer_inputs', 'run', 'bipartite_graph',
-    'make_graph', 'random_graph', 'small_graphs', 'reference_attention',
+    'edge_set', 'make_graph', 'random_graph', 'small_graphs', 'reference_attention',
     'reference_dot_product_attention', 'reference_softmax',
     'reference_local_global_attention', 'reference_rotary_attention',
     'reference_rotation'

@@ -5,7 +5,7 @@ Each graph is a :class:`~torch_geometric.data.Data` with ``x`` ``[N, F]``,
 that breaks attention layers: self-loops, a node without incoming edges,
 repeated edges, an isolated node, no edges at all.
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Set, Tuple
 
 import torch
 from torch_geometric.data import Data
@@ -61,6 +61,11 @@ def small_graphs() -> Dict[str, Data]:
     graphs['random_N11_E37'] = random_graph(11, 37, seed=11)
     graphs['random_N23_E101'] = random_graph(23, 101, seed=23)
     return graphs
+
+
+def edge_set(edge_index: torch.Tensor) -> Set[Tuple[int, int]]:
+    """The ``(src, dst)`` pairs of ``edge_index``, repeats merged."""
+    return set(map(tuple, edge_index.t().tolist()))
 
 
 def bipartite_graph(num_src: int = 7, num_dst: int = 4, num_edges: int = 15,

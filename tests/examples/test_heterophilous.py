@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pyg_attn.testing import edge_set
+
 SCRIPT = Path(__file__).resolve().parents[2] / 'examples' / 'heterophilous.py'
 CONVS = ['dual_space', 'dot_product', 'edge_gat', 'gat', 'transformer',
          'gcn', 'moe', 'mlp', 'flash', 'poincare', 'local_global', 'rotary',
@@ -66,10 +68,6 @@ def test_heterophilous_convs(script):
     # every conv of the script is tested above, and every layer of the
     # comparison's rows that this installation has is one of them
     assert set(script.CONVS) == set(CONVS)
-
-
-def edge_set(edge_index):
-    return set(map(tuple, edge_index.t().tolist()))
 
 
 def test_heterophilous_message_graph(script, minesweeper_root):

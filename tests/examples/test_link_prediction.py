@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pyg_attn.testing import edge_set
+
 SCRIPT = (Path(__file__).resolve().parents[2] / 'examples' /
           'link_prediction.py')
 CONVS = ['poincare', 'edge_gat', 'dot_product', 'flash', 'gcn', 'gat',
@@ -94,10 +96,6 @@ def test_link_prediction_split(script, disease_root):
     assert torch.equal(again.edge_label_index, test.edge_label_index)
     other = script.split_edges(data, seed=1)[2]
     assert not torch.equal(other.edge_label_index, test.edge_label_index)
-
-
-def edge_set(edge_index):
-    return set(map(tuple, edge_index.t().tolist()))
 
 
 def test_link_prediction_message_graph(script, disease_root):
