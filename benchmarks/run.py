@@ -25,7 +25,8 @@ Suites:
   attention, with fitted log-log slopes (``benchmarks.scaling``).
 
 Every file records the torch and PyG versions, the CPU model, the GPU (if
-any), the dtype, the thread count, the date, the git commit and the command.
+any), the dtype, the thread count, the date, the git commit (``-dirty``
+when tracked files differ from it) and the command.
 The CSV carries the same metadata as ``# key: value`` lines above its header
 (``pandas.read_csv(path, comment='#')`` reads it).
 
@@ -119,15 +120,6 @@ def gpu_name():
     return None
 
 
-def git_commit():
-    try:
-        out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
-
-
 def metadata(argv, **extra) -> dict:
     """What a reader needs to reproduce or compare a result."""
     import torch
@@ -135,6 +127,7 @@ def metadata(argv, **extra) -> dict:
 
     import pyg_attn
     from benchmarks.linear_attention import cpu_name
+    from pyg_attn.compare.runner import source_commit
     return dict(
         torch=torch.__version__, torch_geometric=torch_geometric.__version__,
         pyg_attn=pyg_attn.__version__, python=platform.python_version(),
@@ -143,7 +136,7 @@ def metadata(argv, **extra) -> dict:
         threads=torch.get_num_threads(),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'),
-        git_commit=git_commit(),
+        git_commit=source_commit(),
         command='python -m benchmarks.run ' + shlex.join(argv), **extra)
 
 

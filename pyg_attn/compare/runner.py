@@ -204,8 +204,30 @@ def _train_in_worker(dataset: str, root: Optional[str], name: str,
                            DATASETS[dataset](root), protocol, device)
 
 
+def source_commit() -> Optional[str]:
+    r"""The git commit of the :mod:`pyg_attn` source that runs, with
+    ``-dirty`` appended when tracked files differ from it; ``None`` outside
+    a git checkout (an installed wheel) or without git."""
+    import os
+    import subprocess
+
+    import pyg_attn
+    root = os.path.dirname(os.path.dirname(os.path.abspath(
+        pyg_attn.__file__)))
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(
+                ['git', '-C', root, *args], capture_output=True, text=True,
+                check=True, timeout=10).stdout.strip()
+        commit = git('rev-parse', 'HEAD')
+        dirty = git('status', '--porcelain', '--untracked-files=no')
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ('-dirty' if dirty else '')
+
+
 def environment(device: str = 'cpu') -> Dict[str, Any]:
-    r"""Versions and hardware, stored beside the results."""
+    r"""Versions, source commit and hardware, stored beside the results."""
     import platform
 
     import torch_geometric
@@ -213,7 +235,7 @@ def environment(device: str = 'cpu') -> Dict[str, Any]:
     import pyg_attn
     info = dict(torch=torch.__version__,
                 torch_geometric=torch_geometric.__version__,
-                pyg_attn=pyg_attn.__version__,
+                pyg_attn=pyg_attn.__version__, git_commit=source_commit(),
                 python=platform.python_version(),
                 platform=platform.platform(),
                 processor=platform.processor() or platform.machine(),

@@ -26,9 +26,38 @@ def test_compare_missing_data(tmp_path):
 
 def test_environment():
     info = environment('cpu')
-    assert {'torch', 'torch_geometric', 'pyg_attn', 'python', 'threads',
-            'device', 'dtype'} <= set(info)
+    assert {'torch', 'torch_geometric', 'pyg_attn', 'git_commit', 'python',
+            'threads', 'device', 'dtype'} <= set(info)
     assert info['device'] == 'cpu' and 'gpu' not in info
+
+
+def test_environment_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    import pyg_attn
+    from pyg_attn.compare.runner import source_commit
+
+    # a copy of the package in a fresh repository: the commit, then -dirty
+    # once a tracked file changes
+    package = tmp_path / 'pyg_attn'
+    package.mkdir()
+    (package / '__init__.py').write_text('')
+    monkeypatch.setattr(pyg_attn, '__file__', str(package / '__init__.py'))
+
+    def git(*args):
+        return subprocess.run(['git', '-C', str(tmp_path), *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    assert source_commit() is None  # not a repository yet
+    git('init', '-q')
+    git('add', '.')
+    git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '-m', 't')
+    head = git('rev-parse', 'HEAD')
+    assert source_commit() == head
+    (tmp_path / 'untracked.txt').write_text('not part of the source')
+    assert source_commit() == head
+    (package / '__init__.py').write_text('# changed')
+    assert source_commit() == head + '-dirty'
 
 
 def test_train_mechanism_prepared_data():
