@@ -308,6 +308,7 @@ def main(argv=None) -> int:
     results = dict(
         dataset=args.dataset, conv=args.conv, splits=list(range(args.splits)),
         test_auc=aucs, mean=mean, std=std, epoch_time_mean=epoch_time,
+        epoch_times=[run['epoch_time'] for run in runs],
         num_edges=graph[0].size(1), graph_time=graph_time,
         val_auc=[run['val_auc'] for run in runs],
         best_epochs=[run['best_epoch'] for run in runs], args=vars(args),

@@ -49,7 +49,9 @@ def test_heterophilous_main(conv, script, minesweeper_root, tmp_path,
     assert results['dataset'] == 'minesweeper' and results['conv'] == conv
     assert len(results['test_auc']) == 1 and 0 <= results['mean'] <= 1
     assert results['args']['epochs'] == 2
-    assert {'torch', 'torch_geometric', 'pyg_attn'} <= set(
+    assert len(results['epoch_times']) == 1
+    assert results['epoch_times'][0] == results['epoch_time_mean'] > 0
+    assert {'torch', 'torch_geometric', 'pyg_attn', 'git_commit'} <= set(
         results['versions'])
 
 
