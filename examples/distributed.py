@@ -377,6 +377,7 @@ def main(argv=None) -> int:
 
 
 def train(args, device: torch.device, rank: int, world_size: int) -> int:
+    versions = environment()  # the source as the run starts
     # Rank 0 writes the processed dataset before the others read it.
     error = None
     for turn in (0, 1):
@@ -499,7 +500,7 @@ def train(args, device: torch.device, rank: int, world_size: int) -> int:
         best_test_acc=history['test_acc'][best],
         best_val_acc=history['val_acc'][best], epoch_time_mean=epoch_time,
         **history, args=vars(args),
-        versions=environment(),
+        versions=versions,
     )
     write_json(results, args.out)
     print(f'wrote {args.out}')

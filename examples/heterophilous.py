@@ -283,6 +283,7 @@ def run_split(args, data, split: int, progress: tqdm,
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    versions = environment(args.device)  # the source as the run starts
     try:
         dataset = load(args.dataset, args.root)
     except FileNotFoundError as error:
@@ -312,7 +313,7 @@ def main(argv=None) -> int:
         num_edges=graph[0].size(1), graph_time=graph_time,
         val_auc=[run['val_auc'] for run in runs],
         best_epochs=[run['best_epoch'] for run in runs], args=vars(args),
-        versions=environment(args.device),
+        versions=versions,
     )
     write_json(results, args.out)
     print(f'wrote {args.out}')

@@ -240,6 +240,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    versions = environment(args.device)  # the source as the run starts
     protocol = Protocol(seeds=args.seeds, epochs=args.epochs,
                         patience=args.patience)
     try:
@@ -259,7 +260,7 @@ def main(argv=None) -> int:
             if not (name == 'CiteSeer-vectors' and variant == 'keep')]
 
     def save(rows):
-        write_json(dict(args=vars(args), environment=environment(args.device),
+        write_json(dict(args=vars(args), environment=versions,
                         rows=rows), args.out)
 
     rows = []

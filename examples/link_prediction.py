@@ -353,6 +353,7 @@ def run_seed(args, dataset, seed: int, progress: tqdm) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    versions = environment(args.device)  # the source as the run starts
     try:
         dataset = load_dataset(args)
     except FileNotFoundError as error:
@@ -388,7 +389,7 @@ def main(argv=None) -> int:
         val_ap=[run['val_ap'] for run in runs],
         best_epochs=[run['best_epoch'] for run in runs],
         epochs=[run['epochs'] for run in runs], args=vars(args),
-        versions=environment(args.device),
+        versions=versions,
     )
     write_json(results, args.out)
     print(f'wrote {args.out}')

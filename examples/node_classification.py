@@ -108,6 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    versions = environment(args.device)  # the source as the run starts
     mechanism = MECHANISMS[args.conv]
     hp = mechanism.hyperparameters(**vars(args))
     conv_kwargs = {flag: getattr(args, flag) for flag in FLAGS
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
         best_epochs=[run['best_epoch'] for run in runs],
         epochs=[run['epochs'] for run in runs],
         parameters=runs[0]['parameters'], args=vars(args),
-        versions=environment(args.device),
+        versions=versions,
     )
     write_json(results, args.out)
     print(f'wrote {args.out}')

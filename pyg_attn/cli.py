@@ -105,6 +105,7 @@ def _cpu_cores() -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     protocol = args.protocol
+    versions = environment(args.device)  # the source as the run starts
     try:
         rows = compare(args.dataset, root=args.root, names=args.mechanisms,
                        protocol=protocol, device=args.device,
@@ -131,7 +132,7 @@ def run_compare(args: argparse.Namespace) -> int:
     write_json(dict(dataset=args.dataset, protocol=vars(protocol),
                     jobs=jobs,
                     command=' '.join(['pyg-attn', 'compare', *args.argv]),
-                    environment=environment(args.device), rows=rows),
+                    environment=versions, rows=rows),
                paths['json'])
     written = [paths['csv'], paths['json']]
     if plot(rows, paths['png'], title=f'{args.dataset} ({seeds}, max '

@@ -205,9 +205,12 @@ def _train_in_worker(dataset: str, root: Optional[str], name: str,
 
 
 def source_commit() -> Optional[str]:
-    r"""The git commit of the :mod:`pyg_attn` source that runs, with
-    ``-dirty`` appended when tracked files differ from it; ``None`` outside
-    a git checkout (an installed wheel) or without git."""
+    r"""The git commit of the :mod:`pyg_attn` checkout, with ``-dirty``
+    appended when a tracked Python file or ``pyproject.toml`` differs from
+    it (edits to results, notebooks or prose do not count); ``None``
+    outside a git checkout (an installed wheel) or without git.  Scripts
+    call it as a run starts: the code a process runs is the code it
+    imported then."""
     import os
     import subprocess
 
@@ -220,7 +223,8 @@ def source_commit() -> Optional[str]:
                 ['git', '-C', root, *args], capture_output=True, text=True,
                 check=True, timeout=10).stdout.strip()
         commit = git('rev-parse', 'HEAD')
-        dirty = git('status', '--porcelain', '--untracked-files=no')
+        dirty = git('status', '--porcelain', '--untracked-files=no', '--',
+                    '*.py', 'pyproject.toml')
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ('-dirty' if dirty else '')

@@ -55,6 +55,11 @@ def test_environment_commit(tmp_path, monkeypatch):
     head = git('rev-parse', 'HEAD')
     assert source_commit() == head
     (tmp_path / 'untracked.txt').write_text('not part of the source')
+    (tmp_path / 'README.md').write_text('prose')
+    git('add', 'README.md')
+    git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '-m', 'r')
+    head = git('rev-parse', 'HEAD')
+    (tmp_path / 'README.md').write_text('prose, edited')  # not the source
     assert source_commit() == head
     (package / '__init__.py').write_text('# changed')
     assert source_commit() == head + '-dirty'
