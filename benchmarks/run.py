@@ -26,7 +26,8 @@ Suites:
 
 Every file records the torch and PyG versions, the CPU model, the GPU (if
 any), the dtype, the thread count, the date, the git commit (``-dirty``
-when tracked files differ from it) and the command.
+when a tracked Python file or ``pyproject.toml`` differs from it) and the
+command.
 The CSV carries the same metadata as ``# key: value`` lines above its header
 (``pandas.read_csv(path, comment='#')`` reads it).
 
