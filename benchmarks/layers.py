@@ -12,6 +12,7 @@ resident set at once, so the peak is the live-tensor peak).
     python -m benchmarks.layers --graphs cora --repeats 3
     python -m benchmarks.layers --graphs large --pairs flash dot_product
     python -m benchmarks.layers --sweep-edges 500000 1000000 2000000 4000000
+    python -m benchmarks.layers --pairs edge_gat --profile 8   # where it goes
 """
 import argparse
 import json
@@ -116,6 +117,23 @@ def time_pair(pair: str, graph, repeats: int):
     return [statistics.median(t) for t in times]
 
 
+def profile_pair(pair: str, graph, top: int) -> list:
+    """Where the time of one forward+backward pass goes, ours then the
+    peer: ``torch.profiler``'s table of the ``top`` operators by self CPU
+    time, after one warm-up pass each."""
+    x, edge_index, _ = graph
+    tables = []
+    for which in (0, 1):
+        conv = make_layer(pair, which, x.size(1))
+        extra = edge_inputs(PAIRS[pair][which], edge_index)
+        step(conv, *graph, extra)
+        with torch.profiler.profile() as prof:
+            step(conv, *graph, extra)
+        tables.append(prof.key_averages().table(
+            sort_by='self_cpu_time_total', row_limit=top))
+    return tables
+
+
 def _status_kib(field: str) -> int:
     for line in Path('/proc/self/status').read_text().splitlines():
         if line.startswith(field):
@@ -160,6 +178,9 @@ def main(argv=None):
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--root', default=None, help='dataset root')
     parser.add_argument('--out', default='benchmarks/results/layers.json')
+    parser.add_argument('--profile', type=int, metavar='N', default=None,
+                        help='instead of measuring, print the N operators '
+                        'that take most of each layer\'s time')
     parser.add_argument('--probe', nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
@@ -169,6 +190,14 @@ def main(argv=None):
 
     if args.sweep_edges:
         return sweep_edges(args)
+    if args.profile:
+        for graph_name in args.graphs:
+            graph = make_graph(graph_name, args.root)
+            for pair in args.pairs:
+                for cls, table in zip(PAIRS[pair],
+                                      profile_pair(pair, graph, args.profile)):
+                    print(f'{graph_name}: {cls.__name__}\n{table}')
+        return
     rows = []
     print(f'{"graph":<10} {"layer":<26} {"peer":<24} {"ours ms":>9} '
           f'{"peer ms":>9} {"time":>6} {"ours MiB":>9} {"peer MiB":>9} '

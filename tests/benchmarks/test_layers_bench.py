@@ -1,0 +1,19 @@
+from benchmarks import layers
+
+
+def test_profile_pair_tables():
+    graph = layers.make_graph('random-40-200')
+    tables = layers.profile_pair('edge_gat', graph, top=5)
+    assert len(tables) == 2  # ours, then the peer
+    for table in tables:
+        assert 'Self CPU' in table and 'aten::' in table
+
+
+def test_profile_flag_prints_instead_of_measuring(planetoid_root, tmp_path,
+                                                  capsys):
+    out = tmp_path / 'layers.json'
+    layers.main(['--graphs', 'cora', '--pairs', 'edge_gat', '--profile', '3',
+                 '--root', planetoid_root, '--out', str(out)])
+    printed = capsys.readouterr().out
+    assert 'cora: EdgeGATConv' in printed and 'cora: GATConv' in printed
+    assert not out.exists()
