@@ -124,14 +124,14 @@ class Mechanism:
         return T.Compose([T.NormalizeFeatures()] +
                          self.graph_transforms(hp.self_loops))
 
-    def message_graph(self, x: Tensor, edge_index: Tensor,
-                      self_loops: bool = False
+    def message_graph(self, x: Tensor, edge_index: Tensor
                       ) -> Tuple[Tensor, Dict[str, Tensor]]:
-        r""":meth:`graph_transforms` applied to node features and edges
-        alone (an example's own graph, e.g. its training edges): the edges
-        messages pass along and the tensors the layer takes by keyword
-        (:obj:`inputs`, e.g. :obj:`edge_type`)."""
-        transforms = self.graph_transforms(self_loops)
+        r"""The mechanism's own transforms applied to node features and
+        edges alone (an example's own graph, e.g. its training edges, with
+        any self-loops already added): the edges messages pass along and
+        the tensors the layer takes by keyword (:obj:`inputs`, e.g.
+        :obj:`edge_type`)."""
+        transforms = self.graph_transforms()
         if not transforms:
             return edge_index, {}
         graph = T.Compose(transforms)(
