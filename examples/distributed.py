@@ -377,7 +377,8 @@ def main(argv=None) -> int:
 
 
 def train(args, device: torch.device, rank: int, world_size: int) -> int:
-    versions = environment()  # the source as the run starts
+    # the source as the run starts, for the results rank 0 writes
+    versions = environment() if rank == 0 else None
     # Rank 0 writes the processed dataset before the others read it.
     error = None
     for turn in (0, 1):
