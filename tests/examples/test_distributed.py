@@ -209,6 +209,7 @@ def test_two_processes(planetoid_root, tmp_path, conv, epochs):
     losses = results['train_loss']
     assert len(losses) == epochs and losses[-1] < losses[0] - 0.02, losses
     assert all(0.0 <= acc <= 1.0 for acc in results['test_acc'])
+    assert {'torch', 'pyg_attn', 'git_commit'} <= set(results['versions'])
 
     ranks = [torch.load(state / f'rank{r}.pt') for r in range(2)]
     assert ranks[0]['steps'] == ranks[1]['steps'] == 2 * epochs
