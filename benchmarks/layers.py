@@ -183,6 +183,9 @@ def main(argv=None):
                         'that take most of each layer\'s time')
     parser.add_argument('--probe', nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.profile is not None and args.profile < 1:
+        parser.error(f'--profile ({args.profile}) must be at least 1: the '
+                     'number of operators to list per layer')
     if args.probe:
         pair, which, graph_name = args.probe
         print(memory_probe(pair, int(which), graph_name, args.root))
@@ -190,7 +193,7 @@ def main(argv=None):
 
     if args.sweep_edges:
         return sweep_edges(args)
-    if args.profile:
+    if args.profile is not None:
         for graph_name in args.graphs:
             graph = make_graph(graph_name, args.root)
             for pair in args.pairs:

@@ -1,3 +1,5 @@
+import pytest
+
 from benchmarks import layers
 
 
@@ -16,4 +18,14 @@ def test_profile_flag_prints_instead_of_measuring(planetoid_root, tmp_path,
                  '--root', planetoid_root, '--out', str(out)])
     printed = capsys.readouterr().out
     assert 'cora: EdgeGATConv' in printed and 'cora: GATConv' in printed
+    assert not out.exists()
+
+
+@pytest.mark.parametrize('top', ['0', '-2'])
+def test_profile_needs_a_positive_count(top, tmp_path, capsys):
+    out = tmp_path / 'layers.json'
+    with pytest.raises(SystemExit) as error:
+        layers.main(['--profile', top, '--out', str(out)])
+    assert error.value.code == 2
+    assert f'--profile ({top}) must be at least 1' in capsys.readouterr().err
     assert not out.exists()
