@@ -43,10 +43,19 @@ transforms, built once on the whole graph by rank 0 and sent to the others
 positions in ``edge_pos``), before sampling, so each mini-batch carries the
 edge tensors of its sampled edges; layers with a root weight keep it.
 ``moe`` adds its load-balancing loss, and DDP then looks for parameters
-without a gradient (the experts a step routes no node to).  ``linear`` and
-``dual_space`` are not offered: they attend over all nodes of the graph
-(globally, or over neighbours searched among all of them), which a
-mini-batch of sampled neighbourhoods does not hold.
+without a gradient (the experts a step routes no node to).
+
+``linear``, ``linear_gps`` and ``dual_space`` (also comparison rows) attend
+over all nodes of one node set (globally, or over latent neighbours searched
+among them), so they take no bipartite input.  In training their layers run
+on the whole sampled subgraph, every node of the mini-batch and every
+sampled edge, and the seed nodes' outputs are kept: global attention spans
+the mini-batch's nodes, and latent neighbours are searched among them (anew
+at every step, as the node set changes).  Evaluation is full-graph
+inference: each rank runs the model once on the whole graph and counts its
+share of the validation and test nodes.  ``dual_space`` builds skip
+projections it does not use (its attentions have no root weight), so DDP
+looks for parameters without a gradient for it too.
 """
 import argparse
 import os
@@ -106,8 +115,21 @@ CONVS = {
 # and graph transforms (those this installation has).
 MECHANISMS = {name: mechanism
               for name, mechanism in available_mechanisms().items()
-              if name in ('poincare', 'local_global', 'rotary', 'moe')}
+              if name in ('poincare', 'local_global', 'rotary', 'moe',
+                          'linear', 'linear_gps', 'dual_space')}
 CONVS.update({name: mechanism.conv for name, mechanism in MECHANISMS.items()})
+# Layers over one node set: trained on whole sampled subgraphs, evaluated on
+# the whole graph (see the module docstring).
+ONE_NODE_SET = frozenset({'linear', 'linear_gps', 'dual_space'})
+# Parameters without a gradient in some steps: unrouted experts; skip
+# projections built but unused.
+UNUSED_PARAMETERS = frozenset({'moe', 'dual_space'})
+
+
+def bipartite(conv: str) -> bool:
+    r"""Whether :obj:`conv` runs as bipartite layers over the hops of a
+    mini-batch (else on its whole sampled subgraph)."""
+    return conv not in ONE_NODE_SET
 
 
 def conv_kwargs(conv: str) -> dict:
@@ -241,11 +263,13 @@ class SampledAttentionNet(torch.nn.Module):
     (an :class:`~pyg_attn.nn.AttentionNet` that passes keyword tensors to
     its layers) on a :class:`NeighborLoader` mini-batch as a stack of
     bipartite layers (see the module docstring), returning the outputs of
-    the seed nodes.  Without hop counts it is the plain full-graph
-    forward."""
-    def __init__(self, net: AttentionNet):
+    the seed nodes; with :obj:`bipartite=False` every layer runs on the
+    whole mini-batch and the seed nodes' rows are kept.  Without hop counts
+    it is the plain full-graph forward."""
+    def __init__(self, net: AttentionNet, bipartite: bool = True):
         super().__init__()
         self.net = net
+        self.bipartite = bipartite
 
     def forward(self, x: Tensor, edge_index: Tensor,
                 num_sampled_nodes: Optional[List[int]] = None,
@@ -257,6 +281,8 @@ class SampledAttentionNet(torch.nn.Module):
         net = self.net
         if num_sampled_nodes is None:
             return net(x, edge_index, **tensors)
+        if not self.bipartite:  # seed nodes come first
+            return net(x, edge_index, **tensors)[:num_sampled_nodes[0]]
         hops = net.num_layers
         for i, conv in enumerate(net.convs):
             num_dst = sum(num_sampled_nodes[:hops - i])
@@ -284,7 +310,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--batch-size', type=int, default=32,
                         help='seed nodes per step and rank (default: 32)')
     parser.add_argument('--eval-batch-size', type=int, default=512,
-                        help='seed nodes per evaluation batch (default: 512)')
+                        help='seed nodes per evaluation batch (default: 512); '
+                        'one-node-set convs evaluate the whole graph at once')
     parser.add_argument('--num-neighbors', type=int, nargs='+',
                         default=[10, 10], help='in-edges sampled per node '
                         'and hop, -1 for all; one entry per layer '
@@ -366,6 +393,19 @@ def evaluate(model: SampledAttentionNet, loader: NeighborLoader,
     return counts
 
 
+@torch.no_grad()
+def evaluate_graph(model: SampledAttentionNet, data, node_sets: List[Tensor],
+                   device: torch.device, keys: Sequence[str] = ()) -> Tensor:
+    r"""Full-graph inference: returns :obj:`[correct, total]` of each of
+    :obj:`node_sets` in turn, from one forward over the whole graph."""
+    model.eval()
+    pred = model(data.x.to(device), data.edge_index.to(device),
+                 **{key: data[key].to(device) for key in keys})
+    correct = pred.argmax(dim=-1).cpu() == data.y
+    return torch.tensor([[int(correct[nodes].sum()), nodes.numel()]
+                         for nodes in node_sets]).view(-1)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = init_process_group()
@@ -424,12 +464,12 @@ def train(args, device: torch.device, rank: int, world_size: int) -> int:
         num_layers=len(args.num_neighbors), conv=CONVS[args.conv],
         heads=args.heads, out_heads=1, dropout=args.dropout,
         conv_kwargs=conv_kwargs(args.conv))
-    model = SampledAttentionNet(net).to(device)
+    model = SampledAttentionNet(net, bipartite(args.conv)).to(device)
     initial = {k: v.detach().cpu().clone()
                for k, v in model.state_dict().items()}
     ddp = DistributedDataParallel(
         model, device_ids=[device.index] if device.type == 'cuda' else None,
-        find_unused_parameters=args.conv == 'moe')  # unrouted experts
+        find_unused_parameters=args.conv in UNUSED_PARAMETERS)
     optimizer = torch.optim.Adam(ddp.parameters(), lr=args.lr,
                                  weight_decay=args.weight_decay)
     torch.manual_seed(args.seed + 1 + rank)  # own sampling and dropout
@@ -461,8 +501,14 @@ def train(args, device: torch.device, rank: int, world_size: int) -> int:
             steps += 1
         epoch_time = time.perf_counter() - start
 
-        counts = torch.cat([total, evaluate(model, val_loader, device, keys),
-                            evaluate(model, test_loader, device, keys)])
+        if model.bipartite:
+            evaluated = torch.cat([
+                evaluate(model, val_loader, device, keys),
+                evaluate(model, test_loader, device, keys)])
+        else:
+            evaluated = evaluate_graph(model, data, [val_idx, test_idx],
+                                       device, keys)
+        counts = torch.cat([total, evaluated])
         counts = counts.to(device)  # nccl reduces CUDA tensors only
         dist.all_reduce(counts)  # sums over ranks
         counts = counts.cpu()

@@ -103,11 +103,14 @@ def test_sampler_is_uniform(script):
 
 CONVS = ['dot_product', 'edge_gat', 'flash', 'gat', 'transformer', 'poincare',
          'local_global', 'rotary', 'moe']
+ONE_NODE_SET = ['linear', 'linear_gps', 'dual_space']
 
 
 def test_convs(script):
     # every conv of the script is tested here
-    assert set(script.CONVS) == set(CONVS)
+    assert set(script.CONVS) == set(CONVS + ONE_NODE_SET)
+    assert script.ONE_NODE_SET == set(ONE_NODE_SET)
+    assert all(script.bipartite(conv) for conv in CONVS)
 
 
 @pytest.mark.parametrize('conv', CONVS)
@@ -138,8 +141,12 @@ def test_bipartite_forward_matches_full(script, conv):
             batch.num_sampled_edges, **other))
 
     model.train()
-    out = model(batch.x, batch.edge_index, batch.num_sampled_nodes,
-                batch.num_sampled_edges, **tensors)
+    check_gradients(script, model, model(
+        batch.x, batch.edge_index, batch.num_sampled_nodes,
+        batch.num_sampled_edges, **tensors), conv)
+
+
+def check_gradients(script, model, out, conv):
     script.with_auxiliary_loss(out.sum(), model).backward()
     grads = dict(model.named_parameters())
     assert all(torch.isfinite(p.grad).all() for p in grads.values()
@@ -149,8 +156,54 @@ def test_bipartite_forward_matches_full(script, conv):
         # expert's skip projection (built, unused without a root weight)
         assert all('.experts.' in name for name in unused), unused
         assert not any('.router' in name for name in unused)
+    elif conv == 'dual_space':  # its attentions' skip projections
+        assert unused and all('.lin_skip.' in name for name in unused), unused
     else:
         assert not unused
+    # DDP is told to look for them exactly where they can occur
+    assert (conv in script.UNUSED_PARAMETERS) == (conv in ('moe',
+                                                           'dual_space'))
+
+
+@pytest.mark.parametrize('conv', ONE_NODE_SET)
+def test_subgraph_forward(script, conv):
+    # Layers over one node set run on the whole mini-batch and keep the seed
+    # nodes' rows; a batch of every node with all in-edges is the full graph.
+    data = random_graph(40, 160, num_features=5, seed=3)
+    torch.manual_seed(0)
+    data.y = torch.randint(3, (40, ))
+    net = KeywordAttentionNet(5, 4, 3, conv=script.CONVS[conv], heads=2,
+                              conv_kwargs=script.conv_kwargs(conv))
+    model = script.SampledAttentionNet(net, script.bipartite(conv)).eval()
+    assert not model.bipartite
+    whole = next(iter(loader(script, data, [-1, -1], batch_size=40)))
+    assert torch.equal(whole.n_id, torch.arange(40))
+    out = model(whole.x, whole.edge_index, whole.num_sampled_nodes,
+                whole.num_sampled_edges)
+    torch.testing.assert_close(out, model(data.x, data.edge_index))
+    counts = script.evaluate_graph(model, data, [torch.arange(10),
+                                                 torch.arange(10, 40)],
+                                   torch.device('cpu'))
+    pred = out.argmax(dim=-1) == data.y
+    assert counts.tolist() == [int(pred[:10].sum()), 10,
+                               int(pred[10:].sum()), 30]
+
+    batch = next(iter(loader(script, data, [3, 3], batch_size=6)))
+    assert batch.num_sampled_nodes[2] > 0
+    out = model(batch.x, batch.edge_index, batch.num_sampled_nodes,
+                batch.num_sampled_edges)
+    assert out.shape == (6, 3)
+    torch.testing.assert_close(out, net(batch.x, batch.edge_index)[:6])
+    if conv == 'linear':  # global: every node of the batch reaches the seeds
+        x = batch.x.clone()
+        x[-1] += 1.0  # a node of the last hop
+        assert not torch.allclose(out, model(
+            x, batch.edge_index, batch.num_sampled_nodes,
+            batch.num_sampled_edges))
+    model.train()
+    check_gradients(script, model, model(
+        batch.x, batch.edge_index, batch.num_sampled_nodes,
+        batch.num_sampled_edges), conv)
 
 
 @pytest.mark.parametrize('argv,match', [
@@ -184,10 +237,13 @@ def test_missing_data(script, tmp_path, capsys):
 
 # edge_gat: the plain case; moe: a load-balancing loss and parameters
 # without a gradient (unrouted experts); local_global: a message graph built
-# by rank 0 (HNSW links) whose edge tensors the mini-batches carry.  moe
-# learns more slowly: its loss needs 8 epochs to fall by 0.02.
+# by rank 0 (HNSW links) whose edge tensors the mini-batches carry;
+# dual_space: whole-subgraph layers, full-graph evaluation and unused skip
+# projections.  moe learns more slowly: its loss needs 8 epochs to fall by
+# 0.02.
 @pytest.mark.parametrize('conv,epochs', [('edge_gat', 4), ('moe', 8),
-                                         ('local_global', 4)])
+                                         ('local_global', 4),
+                                         ('dual_space', 4)])
 def test_two_processes(planetoid_root, tmp_path, conv, epochs):
     r"""Two gloo processes train on disjoint halves of the training nodes;
     DDP keeps their parameters identical, and the loss falls."""
