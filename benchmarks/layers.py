@@ -66,7 +66,8 @@ def edge_inputs(layer, edge_index) -> dict:
 
 
 SYNTHETIC = {'synthetic': (50_000, 1_000_000), 'large': (100_000, 2_000_000)}
-GRAPHS = ('cora', ) + tuple(SYNTHETIC)
+HETEROPHILOUS = ('minesweeper', 'tolokers')  # 8 and 88 edges per node
+GRAPHS = ('cora', ) + HETEROPHILOUS + tuple(SYNTHETIC)
 
 
 def make_graph(name: str, root=None):
@@ -75,6 +76,10 @@ def make_graph(name: str, root=None):
     if name == 'cora':
         from pyg_attn.datasets import load_planetoid
         data = load_planetoid('Cora', root)[0]
+        x, edge_index = data.x, data.edge_index
+    elif name in HETEROPHILOUS:
+        from pyg_attn.datasets import load_heterophilous
+        data = load_heterophilous(name, root)[0]
         x, edge_index = data.x, data.edge_index
     elif name in SYNTHETIC or name.startswith('random-'):
         # 'random-N-E': N nodes, E uniformly random edges

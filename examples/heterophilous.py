@@ -46,7 +46,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.datasets import HeterophilousGraphDataset
 from torch_geometric.nn import GATConv, GCNConv, TransformerConv
 from tqdm import tqdm
 
@@ -59,7 +58,7 @@ from pyg_attn.compare import (  # noqa: E402
     write_json,
 )
 from pyg_attn.compare.mechanisms import moe_conv  # noqa: E402
-from pyg_attn.datasets import data_root  # noqa: E402
+from pyg_attn.datasets import load_heterophilous  # noqa: E402
 from pyg_attn.nn import (  # noqa: E402
     DotProductAttentionConv,
     DualSpaceAttentionConv,
@@ -128,21 +127,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.device is None:
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     return args
-
-
-def load(name: str, root=None) -> HeterophilousGraphDataset:
-    """The dataset from ``<root>/<name>/raw/<name>.npz``; without network
-    access a missing file is a FileNotFoundError saying where to put it."""
-    root = data_root(root)
-    raw = osp.join(root, name, 'raw', f'{name}.npz')
-    if not osp.isfile(raw):
-        raise FileNotFoundError(
-            f"{name}: '{raw}' is missing. Without network access PyG cannot "
-            f"download it: put {name}.npz in '{osp.dirname(raw)}/', e.g. by "
-            f"copying the project's raw datasets to a writable root: "
-            f"`cp -r ../shared/datasets $PYG_ATTN_DATA && "
-            f"chmod -R u+w $PYG_ATTN_DATA`.")
-    return HeterophilousGraphDataset(root, name)
 
 
 def roc_auc(score: Tensor, target: Tensor) -> float:
@@ -285,7 +269,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     versions = environment(args.device)  # the source as the run starts
     try:
-        dataset = load(args.dataset, args.root)
+        dataset = load_heterophilous(args.dataset, args.root)
     except FileNotFoundError as error:
         print(f'error: {error}', file=sys.stderr)
         return 1

@@ -2,10 +2,14 @@ import os
 import os.path as osp
 from typing import Callable, List, Optional
 
-from torch_geometric.datasets import Planetoid
+from torch_geometric.datasets import HeterophilousGraphDataset, Planetoid
 
 PLANETOID_NAMES = {'cora': 'Cora', 'citeseer': 'CiteSeer', 'pubmed': 'PubMed'}
 PLANETOID_SUFFIXES = ['x', 'tx', 'allx', 'y', 'ty', 'ally', 'graph', 'test.index']
+#: Platonov et al.'s graphs, as PyG's HeterophilousGraphDataset names its
+#: folders and files
+HETEROPHILOUS_NAMES = ['roman_empire', 'amazon_ratings', 'minesweeper',
+                       'tolokers', 'questions']
 
 
 def data_root(root: Optional[str] = None) -> str:
@@ -74,3 +78,47 @@ def load_planetoid(
             f"`cp -r ../shared/datasets $PYG_ATTN_DATA && "
             f"chmod -R u+w $PYG_ATTN_DATA`.")
     return Planetoid(root, name, split='public', transform=transform)
+
+
+def load_heterophilous(
+    name: str,
+    root: Optional[str] = None,
+    transform: Optional[Callable] = None,
+) -> HeterophilousGraphDataset:
+    r"""Loads one of the heterophilous graphs of `"A Critical Look at the
+    Evaluation of GNNs under Heterophily"
+    <https://arxiv.org/abs/2302.11640>`_ (Platonov et al., 2023), with its
+    10 given splits (the columns of :obj:`train_mask`, :obj:`val_mask`,
+    :obj:`test_mask`), from a local raw file.
+
+    Args:
+        name (str): :obj:`"minesweeper"`, :obj:`"tolokers"`,
+            :obj:`"roman_empire"`, :obj:`"amazon_ratings"` or
+            :obj:`"questions"` (any case, :obj:`-` for :obj:`_` too, as
+            PyG accepts them).
+        root (str, optional): The data root; see :func:`data_root`.
+            The raw file is read from :obj:`<root>/<name>/raw/<name>.npz`
+            and PyG writes :obj:`<root>/<name>/processed/` beside it.
+            (default: :obj:`None`)
+        transform (callable, optional): A transform applied on access.
+            (default: :obj:`None`)
+
+    Raises:
+        ValueError: If :obj:`name` is not one of those graphs.
+        FileNotFoundError: If the raw file is missing; the message names it
+            and the folder to put it in.
+    """
+    key = name.lower().replace('-', '_') if isinstance(name, str) else None
+    if key not in HETEROPHILOUS_NAMES:
+        raise ValueError(f"'name' ({name!r}) must be one of "
+                         f"{HETEROPHILOUS_NAMES}")
+    root = data_root(root)
+    raw = osp.join(root, key, 'raw', f'{key}.npz')
+    if not osp.isfile(raw):
+        raise FileNotFoundError(
+            f"{key}: '{raw}' is missing. Without network access PyG cannot "
+            f"download it: put {key}.npz in '{osp.dirname(raw)}/', e.g. by "
+            f"copying the project's raw datasets to a writable root: "
+            f"`cp -r ../shared/datasets $PYG_ATTN_DATA && "
+            f"chmod -R u+w $PYG_ATTN_DATA`.")
+    return HeterophilousGraphDataset(root, key, transform=transform)

@@ -29,3 +29,11 @@ def test_profile_needs_a_positive_count(top, tmp_path, capsys):
     assert error.value.code == 2
     assert f'--profile ({top}) must be at least 1' in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_heterophilous_graph(minesweeper_root):
+    x, edge_index, edge_attr = layers.make_graph('minesweeper',
+                                                 minesweeper_root)
+    assert x.shape == (10_000, 7) and edge_index.shape == (2, 78_804)
+    assert edge_attr.shape == (78_804, layers.EDGE_DIM)
+    assert 'tolokers' in layers.GRAPHS

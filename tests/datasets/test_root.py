@@ -3,7 +3,7 @@ import os.path as osp
 import pytest
 import torch_geometric.transforms as T
 
-from pyg_attn.datasets import data_root, load_planetoid
+from pyg_attn.datasets import data_root, load_heterophilous, load_planetoid
 
 
 def test_data_root_precedence(monkeypatch):
@@ -51,3 +51,32 @@ def test_load_planetoid_cora(planetoid_root, monkeypatch):
     assert int(data.test_mask.sum()) == 1000
     assert data.x.sum(dim=-1)[data.x.sum(dim=-1) > 0].allclose(
         data.x.new_ones(1))
+
+
+def test_load_heterophilous_missing_file(tmp_path):
+    raw = osp.join(str(tmp_path), 'tolokers', 'raw', 'tolokers.npz')
+    with pytest.raises(FileNotFoundError) as info:
+        load_heterophilous('Tolokers', root=str(tmp_path))
+    msg = str(info.value)
+    assert f"'{raw}' is missing" in msg
+    assert 'cp -r ../shared/datasets $PYG_ATTN_DATA' in msg
+
+
+@pytest.mark.parametrize('name', ['Cora', 'roman empire', None])
+def test_load_heterophilous_unknown_name(tmp_path, name):
+    with pytest.raises(ValueError, match=f"'name' \\({name!r}\\) must be "
+                       "one of .*'minesweeper'"):
+        load_heterophilous(name, root=str(tmp_path))
+
+
+def test_load_heterophilous_minesweeper(minesweeper_root, monkeypatch):
+    monkeypatch.setenv('PYG_ATTN_DATA', minesweeper_root)
+    dataset = load_heterophilous('Minesweeper', transform=T.ToUndirected())
+    data = dataset[0]
+    assert osp.isdir(osp.join(minesweeper_root, 'minesweeper', 'processed'))
+    assert data.num_nodes == 10_000 and data.num_edges == 78_804
+    assert dataset.num_classes == 2
+    assert data.train_mask.shape == (10_000, 10)  # the 10 given splits
+    assert (data.train_mask.sum(0) == 5_000).all()  # 50 % of the nodes
+    assert not (data.train_mask & data.test_mask).any()
+    assert dataset.transform is not None

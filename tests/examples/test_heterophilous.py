@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pyg_attn.datasets import load_heterophilous
 from pyg_attn.testing import edge_set
 
 SCRIPT = Path(__file__).resolve().parents[2] / 'examples' / 'heterophilous.py'
@@ -74,7 +75,7 @@ def test_heterophilous_convs(script):
 
 def test_heterophilous_message_graph(script, minesweeper_root):
     from pyg_attn.compare.mechanisms import KEPT_EDGE_TYPE
-    data = script.load('minesweeper', minesweeper_root)[0]
+    data = load_heterophilous('minesweeper', minesweeper_root)[0]
     n, graph = data.num_nodes, edge_set(data.edge_index)
 
     args = script.parse_args(['--conv', 'local_global'])
