@@ -476,10 +476,12 @@ def train(args, device: torch.device, rank: int, world_size: int) -> int:
 
     train_loader = make_loader(data, train_idx, args.num_neighbors,
                                args.batch_size, shuffle=True)
-    full = [-1] * len(args.num_neighbors)
-    val_loader = make_loader(data, val_idx, full, args.eval_batch_size, False)
-    test_loader = make_loader(data, test_idx, full, args.eval_batch_size,
-                              False)
+    if model.bipartite:  # the others evaluate on the whole graph
+        full = [-1] * len(args.num_neighbors)
+        val_loader = make_loader(data, val_idx, full, args.eval_batch_size,
+                                 False)
+        test_loader = make_loader(data, test_idx, full, args.eval_batch_size,
+                                  False)
 
     history = dict(train_loss=[], val_acc=[], test_acc=[], epoch_time=[])
     seen, steps = [], 0
