@@ -6,6 +6,10 @@ from torch_geometric.datasets import HeterophilousGraphDataset, Planetoid
 
 PLANETOID_NAMES = {'cora': 'Cora', 'citeseer': 'CiteSeer', 'pubmed': 'PubMed'}
 PLANETOID_SUFFIXES = ['x', 'tx', 'allx', 'y', 'ty', 'ally', 'graph', 'test.index']
+#: how a missing-file message ends
+COPY_HINT = ("e.g. by copying the project's raw datasets to a writable root: "
+             "`cp -r ../shared/datasets $PYG_ATTN_DATA && "
+             "chmod -R u+w $PYG_ATTN_DATA`.")
 #: Platonov et al.'s graphs, as PyG's HeterophilousGraphDataset names its
 #: folders and files
 HETEROPHILOUS_NAMES = ['roman_empire', 'amazon_ratings', 'minesweeper',
@@ -73,10 +77,7 @@ def load_planetoid(
             f"{name}: {len(missing)} of its {len(files)} raw files are "
             f"missing from '{raw_dir}/' ({', '.join(missing)}). Without "
             f"network access PyG cannot download them: put "
-            f"{', '.join(files)} in '{raw_dir}/', e.g. by copying the "
-            f"project's raw datasets to a writable root: "
-            f"`cp -r ../shared/datasets $PYG_ATTN_DATA && "
-            f"chmod -R u+w $PYG_ATTN_DATA`.")
+            f"{', '.join(files)} in '{raw_dir}/', {COPY_HINT}")
     return Planetoid(root, name, split='public', transform=transform)
 
 
@@ -117,8 +118,6 @@ def load_heterophilous(
     if not osp.isfile(raw):
         raise FileNotFoundError(
             f"{key}: '{raw}' is missing. Without network access PyG cannot "
-            f"download it: put {key}.npz in '{osp.dirname(raw)}/', e.g. by "
-            f"copying the project's raw datasets to a writable root: "
-            f"`cp -r ../shared/datasets $PYG_ATTN_DATA && "
-            f"chmod -R u+w $PYG_ATTN_DATA`.")
+            f"download it: put {key}.npz in '{osp.dirname(raw)}/', "
+            f"{COPY_HINT}")
     return HeterophilousGraphDataset(root, key, transform=transform)
