@@ -1,6 +1,8 @@
 r"""Data-parallel mini-batch training on Cora / CiteSeer with
 :class:`torch.nn.parallel.DistributedDataParallel` and PyG's
-:class:`~torch_geometric.loader.NeighborLoader`.
+:class:`~torch_geometric.loader.NeighborLoader` (as
+:class:`pyg_attn.loader.NeighborLoader`, which also samples without
+``pyg-lib``).
 
 Launch one process per worker with ``torchrun``; the gloo backend runs on
 CPU, nccl when CUDA is present (one GPU per process)::
@@ -25,10 +27,9 @@ takes every in-edge, so its accuracy is that of full-graph inference.
 
 Sampling: PyG's :class:`~torch_geometric.sampler.NeighborSampler` calls
 ``pyg-lib`` or ``torch-sparse`` and raises ``ImportError`` when neither is
-installed (PyPI ships only their sources).  :class:`TorchNeighborSampler`
-subclasses it and, only when both are missing, samples in plain torch with
-the same output (seed nodes first, nodes and edges grouped by hop, edge ids
-into the CSC order), so :class:`NeighborLoader` works unchanged.
+installed (PyPI ships only their sources).  :class:`pyg_attn.loader.
+NeighborLoader` is PyG's loader with a sampler that, only when both are
+missing, samples in plain torch with the same output layout.
 
 The model is :class:`pyg_attn.nn.AttentionNet` with GAT's settings (8 heads x
 8 channels, dropout 0.6, Adam with lr 0.005 and weight decay 5e-4) and the
@@ -62,21 +63,16 @@ import os
 import os.path as osp
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import torch_geometric
 import torch_geometric.transforms as T
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
-from torch_geometric.loader import NeighborLoader
 from torch_geometric.nn import GATConv, TransformerConv
-from torch_geometric.sampler import NeighborSampler, SamplerOutput
-from torch_geometric.sampler.base import SubgraphType
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
@@ -88,6 +84,7 @@ from pyg_attn.compare import (  # noqa: E402
     write_json,
 )
 from pyg_attn.datasets import load_planetoid  # noqa: E402
+from pyg_attn.loader import NeighborLoader  # noqa: E402
 from pyg_attn.nn import (  # noqa: E402
     AttentionNet,
     DotProductAttentionConv,
@@ -159,103 +156,6 @@ def message_graph(conv: str, data):
         return data
     self_loops = mechanism.hyperparameters().self_loops
     return T.Compose(mechanism.graph_transforms(self_loops))(data)
-
-
-class TorchNeighborSampler(NeighborSampler):
-    r"""PyG's :class:`~torch_geometric.sampler.NeighborSampler` with a
-    pure-torch fallback for homogeneous, directional sampling without
-    replacement, used only when neither ``pyg-lib`` nor ``torch-sparse`` is
-    installed; with either, PyG's own routine runs.
-
-    For each hop, every node first reached in the previous hop keeps a
-    uniformly random subset of :obj:`min(k, in-degree)` of its in-edges
-    (all of them for :obj:`k = -1`); sources not seen before become the next
-    hop's nodes, in order of first appearance.  Seed nodes must be distinct.
-    Time and memory per hop are linear in the summed in-degree of that hop's
-    nodes, plus one :obj:`[num_nodes]` index per batch.
-
-    Pass it to the loader as
-    :obj:`NeighborLoader(data, num_neighbors, neighbor_sampler=sampler, ...)`.
-    """
-    def __init__(self, data, num_neighbors, **kwargs):
-        with warnings.catch_warnings():
-            if not self.has_backend():
-                # The fallback below is the point; PyG's nudge is noise here.
-                warnings.filterwarnings('ignore', message='.*pyg-lib.*')
-            super().__init__(data, num_neighbors, **kwargs)
-
-    @staticmethod
-    def has_backend() -> bool:
-        return (torch_geometric.typing.WITH_PYG_LIB
-                or torch_geometric.typing.WITH_TORCH_SPARSE)
-
-    def _sample(self, seed, seed_time=None, **kwargs) -> SamplerOutput:
-        if (self.has_backend() or isinstance(seed, dict)
-                or seed_time is not None or self.disjoint or self.replace
-                or self.subgraph_type == SubgraphType.induced
-                or self.edge_weight is not None
-                or self.sample_direction != 'forward'):
-            return super()._sample(seed, seed_time, **kwargs)
-        return sample_neighbors(self.colptr, self.row, seed,
-                                self.num_neighbors.get_mapped_values())
-
-
-def sample_neighbors(colptr: Tensor, row: Tensor, seed: Tensor,
-                     num_neighbors: Sequence[int]) -> SamplerOutput:
-    r"""Samples a multi-hop neighbourhood of :obj:`seed` from a graph in CSC
-    form (in-edges of node :obj:`v` are :obj:`row[colptr[v]:colptr[v + 1]]`).
-
-    Returns local :obj:`row` (source) and :obj:`col` (destination) indices
-    into the returned :obj:`node`, the sampled CSC positions as :obj:`edge`,
-    and the node and edge counts of each hop.
-    """
-    num_nodes = colptr.numel() - 1
-    seed = seed.to(torch.long)
-    local = torch.full((num_nodes, ), -1, dtype=torch.long)
-    local[seed] = torch.arange(seed.numel())
-    nodes, rows, cols, edges = [seed], [], [], []
-    num_sampled_nodes, num_sampled_edges = [seed.numel()], []
-    frontier, offset = seed, 0
-    count = seed.numel()
-    for k in num_neighbors:
-        start = colptr[frontier]
-        deg = colptr[frontier + 1] - start  # [F]
-        dst = torch.arange(offset, offset + frontier.numel())
-        seg = torch.repeat_interleave(torch.arange(frontier.numel()), deg)
-        rank = torch.arange(seg.numel()) - torch.repeat_interleave(
-            deg.cumsum(0) - deg, deg)  # position within its node's edges
-        pos = start[seg] + rank  # [sum deg] CSC positions
-        if k >= 0:
-            # A random order within each node's edges: sort by node, then by
-            # a uniform key; the first k of each node are its sample.
-            order = torch.argsort(seg + torch.rand(seg.numel(),
-                                                   dtype=torch.float64))
-            keep = order[rank < k]
-            pos, seg = pos[keep], seg[keep]
-        src = row[pos]
-
-        fresh = src[local[src] < 0]
-        uniq, inverse = torch.unique(fresh, return_inverse=True)
-        first = torch.full((uniq.numel(), ), fresh.numel(), dtype=torch.long)
-        first.scatter_reduce_(0, inverse, torch.arange(fresh.numel()), 'amin')
-        new = uniq[first.argsort()]  # in order of first appearance
-        local[new] = torch.arange(count, count + new.numel())
-
-        rows.append(local[src])
-        cols.append(dst[seg])
-        edges.append(pos)
-        nodes.append(new)
-        num_sampled_nodes.append(new.numel())
-        num_sampled_edges.append(pos.numel())
-        offset, count, frontier = count, count + new.numel(), new
-
-    def cat(tensors: List[Tensor]) -> Tensor:  # no hops: no edges
-        return torch.cat(tensors) if tensors else seed.new_empty(0)
-
-    return SamplerOutput(node=torch.cat(nodes), row=cat(rows), col=cat(cols),
-                         edge=cat(edges), batch=None,
-                         num_sampled_nodes=num_sampled_nodes,
-                         num_sampled_edges=num_sampled_edges)
 
 
 class SampledAttentionNet(torch.nn.Module):
@@ -364,10 +264,8 @@ def init_process_group() -> torch.device:
 
 def make_loader(data, nodes: Tensor, num_neighbors: List[int], batch_size: int,
                 shuffle: bool) -> NeighborLoader:
-    sampler = TorchNeighborSampler(data, num_neighbors)
     return NeighborLoader(data, num_neighbors, input_nodes=nodes,
-                          batch_size=batch_size, shuffle=shuffle,
-                          neighbor_sampler=sampler)
+                          batch_size=batch_size, shuffle=shuffle)
 
 
 def step_inputs(batch, device: torch.device, keys: Sequence[str] = ()):

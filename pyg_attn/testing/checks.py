@@ -7,6 +7,7 @@ layer's ``forward`` accepts.  The layer is put in eval mode so dropout and
 noise do not make the comparison random.
 """
 import inspect
+from collections import Counter
 from typing import Any, Dict, Optional
 
 import torch
@@ -220,3 +221,33 @@ def assert_reset_parameters(conv: torch.nn.Module) -> None:
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     random = [k for k, v in before.items() if v.numel() > 1 and v.std() > 0]
     assert set(random) <= set(changed), set(random) - set(changed)
+
+
+def assert_neighbor_batch(batch, data: Data, num_neighbors,
+                          seeds: Tensor) -> None:
+    r"""A :class:`NeighborLoader` mini-batch is a true, hop-ordered sample:
+    seeds first, each edge a real edge named by its id, each hop's edges
+    ending at the previous hop's nodes, :obj:`min(k, in-degree)` of them per
+    node, sources already reached."""
+    n_id, (row, col) = batch.n_id, batch.edge_index
+    assert torch.equal(n_id[:batch.batch_size], seeds)
+    assert n_id.unique().numel() == n_id.numel()
+    assert sum(batch.num_sampled_nodes) == n_id.numel()
+    assert sum(batch.num_sampled_edges) == row.numel()
+    assert batch.e_id.unique().numel() == batch.e_id.numel()
+    assert torch.equal(data.edge_index[:, batch.e_id], n_id[batch.edge_index])
+    if data.edge_attr is not None:
+        assert torch.equal(batch.edge_attr, data.edge_attr[batch.e_id])
+
+    in_degree = Counter(data.edge_index[1].tolist())
+    node_end = torch.tensor(batch.num_sampled_nodes).cumsum(0).tolist()
+    edge_end = torch.tensor(batch.num_sampled_edges).cumsum(0).tolist()
+    for hop, k in enumerate(num_neighbors):
+        first, last = ([0] + node_end)[hop], node_end[hop]
+        edges = slice(([0] + edge_end)[hop], edge_end[hop])
+        assert bool((col[edges] >= first).all() and (col[edges] < last).all())
+        assert bool((row[edges] < node_end[hop + 1]).all())
+        counts = Counter(col[edges].tolist())
+        for v in range(first, last):
+            deg = in_degree[int(n_id[v])]
+            assert counts[v] == (deg if k < 0 else min(k, deg))

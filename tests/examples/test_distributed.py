@@ -4,16 +4,13 @@ import os
 import re
 import subprocess
 import sys
-import warnings
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
-from torch_geometric.loader import NeighborLoader
 
 from pyg_attn.nn.models.adapters import KeywordAttentionNet
-from pyg_attn.testing.graphs import make_graph, random_graph, small_graphs
+from pyg_attn.testing.graphs import random_graph
 
 SCRIPT = Path(__file__).resolve().parents[2] / 'examples' / 'distributed.py'
 
@@ -30,75 +27,6 @@ def loader(script, data, num_neighbors, batch_size, **kwargs):
     return script.make_loader(data, torch.arange(data.num_nodes),
                               num_neighbors, batch_size, shuffle=False,
                               **kwargs)
-
-
-def check_batch(batch, data, num_neighbors, seeds):
-    r"""A :class:`NeighborLoader` mini-batch is a true, hop-ordered sample:
-    seeds first, each edge a real edge named by its id, each hop's edges
-    ending at the previous hop's nodes, :obj:`min(k, in-degree)` of them per
-    node, sources already reached."""
-    n_id, (row, col) = batch.n_id, batch.edge_index
-    assert torch.equal(n_id[:batch.batch_size], seeds)
-    assert n_id.unique().numel() == n_id.numel()
-    assert sum(batch.num_sampled_nodes) == n_id.numel()
-    assert sum(batch.num_sampled_edges) == row.numel()
-    assert batch.e_id.unique().numel() == batch.e_id.numel()
-    assert torch.equal(data.edge_index[:, batch.e_id], n_id[batch.edge_index])
-    if data.edge_attr is not None:
-        assert torch.equal(batch.edge_attr, data.edge_attr[batch.e_id])
-
-    in_degree = Counter(data.edge_index[1].tolist())
-    node_end = torch.tensor(batch.num_sampled_nodes).cumsum(0).tolist()
-    edge_end = torch.tensor(batch.num_sampled_edges).cumsum(0).tolist()
-    for hop, k in enumerate(num_neighbors):
-        first, last = ([0] + node_end)[hop], node_end[hop]
-        edges = slice(([0] + edge_end)[hop], edge_end[hop])
-        assert bool((col[edges] >= first).all() and (col[edges] < last).all())
-        assert bool((row[edges] < node_end[hop + 1]).all())
-        counts = Counter(col[edges].tolist())
-        for v in range(first, last):
-            deg = in_degree[int(n_id[v])]
-            assert counts[v] == (deg if k < 0 else min(k, deg))
-
-
-@pytest.mark.parametrize('num_neighbors', [[2, 2], [1, -1, 3]],
-                         ids=['k2-2', 'k1-all-3'])
-@pytest.mark.parametrize('name', list(small_graphs()))
-def test_neighbor_loader_batches(script, name, num_neighbors):
-    data = small_graphs()[name]
-    batches = list(loader(script, data, num_neighbors, batch_size=3))
-    assert len(batches) == -(-data.num_nodes // 3)
-    for i, batch in enumerate(batches):
-        seeds = torch.arange(3 * i, min(3 * i + 3, data.num_nodes))
-        check_batch(batch, data, num_neighbors, seeds)
-
-
-def test_sampler_is_pyg_fallback(script):
-    # The example exists because PyG has no sampler here; if one appears,
-    # PyG's own routine must run instead of ours.
-    data = random_graph(13, 40)
-    sampler = script.TorchNeighborSampler(data, [2])
-    if sampler.has_backend():
-        pytest.skip('pyg-lib or torch-sparse installed: PyG samples')
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # PyG's own pyg-lib nudge
-        with pytest.raises(ImportError, match='pyg-lib'):
-            next(iter(NeighborLoader(data, [2], batch_size=4)))
-    assert isinstance(next(iter(NeighborLoader(
-        data, [2], batch_size=4, neighbor_sampler=sampler))).n_id,
-        torch.Tensor)
-
-
-def test_sampler_is_uniform(script):
-    # Node 0 has in-edges from 1..4; keeping k = 2 of them picks each with
-    # probability 1/2: 400 draws give 200 ± 10 (std) per neighbour.
-    data = make_graph(5, [(j, 0) for j in range(1, 5)])
-    counts, draws = Counter(), loader(script, data, [2], batch_size=1)
-    for _ in range(400):
-        batch = next(iter(draws))
-        counts.update(batch.n_id[1:].tolist())
-    assert set(counts) == {1, 2, 3, 4}
-    assert all(150 < counts[j] < 250 for j in range(1, 5)), counts
 
 
 CONVS = ['dot_product', 'edge_gat', 'flash', 'gat', 'transformer', 'poincare',

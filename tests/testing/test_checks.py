@@ -7,9 +7,10 @@ from torch import nn
 from pyg_attn.testing import (assert_alpha_sums_to_one,
                               assert_batch_independent, assert_close,
                               assert_edge_permutation_invariant,
+                              assert_neighbor_batch,
                               assert_node_permutation_equivariant,
                               assert_reset_parameters, assert_same_function,
-                              edge_set, small_graphs)
+                              edge_set, random_graph, small_graphs)
 
 GRAPHS = small_graphs()
 
@@ -120,3 +121,24 @@ def test_catalogue_covers_the_hard_cases():
     assert GRAPHS['empty'].num_edges == 0
     iso = GRAPHS['isolated_node']
     assert 5 not in iso.edge_index.flatten().tolist()
+
+
+def test_neighbor_batch_check_fails_on_wrong_batches():
+    from pyg_attn.loader import NeighborLoader
+    data = random_graph(20, 80, seed=2)
+    batch = next(iter(NeighborLoader(data, [2, 2], batch_size=4)))
+    assert_neighbor_batch(batch, data, [2, 2], torch.arange(4))
+    with pytest.raises(AssertionError):  # other seeds
+        assert_neighbor_batch(batch, data, [2, 2], torch.arange(1, 5))
+    with pytest.raises(AssertionError):  # more neighbours than sampled
+        assert_neighbor_batch(batch, data, [3, 2], torch.arange(4))
+    wrong = batch.clone()
+    wrong.e_id = wrong.e_id.roll(1)  # edge ids name other edges
+    with pytest.raises(AssertionError):
+        assert_neighbor_batch(wrong, data, [2, 2], torch.arange(4))
+    wrong = batch.clone()
+    wrong.edge_index = wrong.edge_index[:, 1:]  # an edge dropped
+    wrong.e_id = wrong.e_id[1:]
+    with pytest.raises(AssertionError):
+        assert_neighbor_batch(wrong, data, [2, 2], torch.arange(4))
+

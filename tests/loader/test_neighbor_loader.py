@@ -1,0 +1,31 @@
+import torch
+from torch_geometric.utils import index_to_mask
+
+from pyg_attn.loader import NeighborLoader, TorchNeighborSampler
+from pyg_attn.testing import assert_neighbor_batch, random_graph
+
+
+def test_input_nodes_and_shuffle():
+    # A mask of seeds, shuffled: every seed once per epoch, each batch true.
+    data = random_graph(30, 120, num_features=4, seed=1)
+    mask = index_to_mask(torch.arange(0, 30, 3), size=30)
+    torch.manual_seed(0)
+    loader = NeighborLoader(data, [2, 2], input_nodes=mask, batch_size=4,
+                            shuffle=True)
+    seen = []
+    for batch in loader:
+        seeds = batch.n_id[:batch.batch_size]
+        assert_neighbor_batch(batch, data, [2, 2], seeds)
+        seen.append(seeds)
+    seen = torch.cat(seen)
+    assert torch.equal(seen.sort().values, torch.arange(0, 30, 3))
+    assert not torch.equal(seen, torch.arange(0, 30, 3))  # shuffled
+
+
+def test_sampler():
+    # Ours by default; one passed in is used as given.
+    data = random_graph(13, 40)
+    assert type(NeighborLoader(data, [2]).node_sampler) is TorchNeighborSampler
+    sampler = TorchNeighborSampler(data, [3])
+    assert NeighborLoader(data, [2], neighbor_sampler=sampler).node_sampler \
+        is sampler
