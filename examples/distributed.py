@@ -160,12 +160,13 @@ def message_graph(conv: str, data):
 
 class SampledAttentionNet(torch.nn.Module):
     r"""Runs a :class:`~pyg_attn.nn.models.adapters.KeywordAttentionNet`
-    (an :class:`~pyg_attn.nn.AttentionNet` that passes keyword tensors to
-    its layers) on a :class:`NeighborLoader` mini-batch as a stack of
-    bipartite layers (see the module docstring), returning the outputs of
-    the seed nodes; with :obj:`bipartite=False` every layer runs on the
-    whole mini-batch and the seed nodes' rows are kept.  Without hop counts
-    it is the plain full-graph forward."""
+    on a :class:`NeighborLoader` mini-batch and returns the outputs of the
+    seed nodes: hop by hop, as bipartite layers (see the module docstring
+    and :meth:`pyg_attn.nn.AttentionNet.forward`), or with
+    :obj:`bipartite=False` every layer on the whole mini-batch, keeping the
+    seed nodes' rows.  Without hop counts it is the plain full-graph
+    forward.  (One module for DDP to wrap, called with the batch's tensors.)
+    """
     def __init__(self, net: AttentionNet, bipartite: bool = True):
         super().__init__()
         self.net = net
@@ -175,28 +176,16 @@ class SampledAttentionNet(torch.nn.Module):
                 num_sampled_nodes: Optional[List[int]] = None,
                 num_sampled_edges: Optional[List[int]] = None,
                 **tensors: Tensor) -> Tensor:
-        r"""Runs the stack; :obj:`tensors` (one row per edge, e.g.
-        :obj:`edge_type`) are passed to every layer by keyword, cut to the
-        layer's edges."""
-        net = self.net
+        r""":obj:`tensors` (one row per edge, e.g. :obj:`edge_type`) are
+        passed to every layer by keyword, cut to the layer's edges."""
         if num_sampled_nodes is None:
-            return net(x, edge_index, **tensors)
+            return self.net(x, edge_index, **tensors)
         if not self.bipartite:  # seed nodes come first
-            return net(x, edge_index, **tensors)[:num_sampled_nodes[0]]
-        hops = net.num_layers
-        for i, conv in enumerate(net.convs):
-            num_dst = sum(num_sampled_nodes[:hops - i])
-            num_edges = sum(num_sampled_edges[:hops - i])
-            x = F.dropout(x, p=net.dropout, training=self.training)
-            x_dst = x[:num_dst]
-            h = conv((x, x_dst), edge_index[:, :num_edges],  # [num_dst, *]
-                     **{key: value[:num_edges]
-                        for key, value in tensors.items()})
-            h = net.norms[i](h)
-            if net.residual:
-                h = h + net.skips[i](x_dst)
-            x = h if i == hops - 1 else net.act(h)
-        return x
+            return self.net(x, edge_index, **tensors)[:num_sampled_nodes[0]]
+        return self.net(x, edge_index,
+                        num_sampled_nodes_per_hop=num_sampled_nodes,
+                        num_sampled_edges_per_hop=num_sampled_edges,
+                        **tensors)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

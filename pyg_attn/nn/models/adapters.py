@@ -3,7 +3,7 @@ r"""Thin adapters that let layers with other call signatures run inside
 of :mod:`pyg_attn.compare`.  They define no attention of their own: each one
 only routes arguments and outputs.  Four tiny classes share this file
 because each exists for one row of that table or of the examples'."""
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import torch
 from torch import Tensor
@@ -31,7 +31,10 @@ class KeywordAttentionNet(AttentionNet):
         torch.Size([4, 2])
     """
     def forward(self, x: Tensor, edge_index: Tensor,
-                edge_attr: Optional[Tensor] = None, **tensors: Any) -> Tensor:
+                edge_attr: Optional[Tensor] = None,
+                num_sampled_nodes_per_hop: Optional[List[int]] = None,
+                num_sampled_edges_per_hop: Optional[List[int]] = None,
+                **tensors: Any) -> Tensor:
         r"""Runs the stack.
 
         Args:
@@ -39,18 +42,19 @@ class KeywordAttentionNet(AttentionNet):
             edge_index (torch.Tensor): The edge indices.
             edge_attr (torch.Tensor, optional): The edge features, passed to
                 every layer when :obj:`edge_dim` is set. (default: :obj:`None`)
-            **tensors: Passed unchanged to every layer as keywords.
+            num_sampled_nodes_per_hop (List[int], optional): Hop by hop on a
+                :class:`~torch_geometric.loader.NeighborLoader` mini-batch,
+                as in :meth:`AttentionNet.forward`; :obj:`tensors` are then
+                cut to each layer's edges. (default: :obj:`None`)
+            num_sampled_edges_per_hop (List[int], optional): See above.
+                (default: :obj:`None`)
+            **tensors: Passed to every layer as keywords (one row per edge
+                when cut hop by hop).
         """
         if self.edge_dim is not None:
             tensors['edge_attr'] = edge_attr
-        for i, conv in enumerate(self.convs):
-            x = torch.nn.functional.dropout(x, p=self.dropout,
-                                            training=self.training)
-            h = self.norms[i](conv(x, edge_index, **tensors))
-            if self.residual:
-                h = h + self.skips[i](x)
-            x = h if i == self.num_layers - 1 else self.act(h)
-        return x
+        return self._run(x, edge_index, tensors, num_sampled_nodes_per_hop,
+                         num_sampled_edges_per_hop)
 
 
 class GlobalAttentionBlock(Module):

@@ -1,5 +1,5 @@
 import inspect
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor
@@ -113,7 +113,9 @@ class AttentionNet(torch.nn.Module):
         - **input:** node features :math:`(|\mathcal{V}|, F_{in})`,
           edge indices :math:`(2, |\mathcal{E}|)`,
           edge features :math:`(|\mathcal{E}|, D)` *(optional)*
-        - **output:** node features :math:`(|\mathcal{V}|, F_{out})`
+        - **output:** node features :math:`(|\mathcal{V}|, F_{out})`, or
+          the seed nodes' :math:`(B, F_{out})` hop by hop (see
+          :meth:`forward`)
 
     Example:
         >>> model = AttentionNet(1433, 8, 7, heads=8)
@@ -199,8 +201,14 @@ class AttentionNet(torch.nn.Module):
             if hasattr(module, 'reset_parameters'):
                 module.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: Adj,
-                edge_attr: OptTensor = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Adj,
+        edge_attr: OptTensor = None,
+        num_sampled_nodes_per_hop: Optional[List[int]] = None,
+        num_sampled_edges_per_hop: Optional[List[int]] = None,
+    ) -> Tensor:
         r"""Runs the stack.
 
         Args:
@@ -208,19 +216,66 @@ class AttentionNet(torch.nn.Module):
             edge_index (torch.Tensor or SparseTensor): The edge indices.
             edge_attr (torch.Tensor, optional): The edge features, passed to
                 every layer when :obj:`edge_dim` is set. (default: :obj:`None`)
+            num_sampled_nodes_per_hop (List[int], optional): With
+                :obj:`num_sampled_edges_per_hop`, the hop sizes of a
+                :class:`~torch_geometric.loader.NeighborLoader` mini-batch
+                (its :obj:`num_sampled_nodes` and :obj:`num_sampled_edges`):
+                layer :math:`\ell` then runs bipartite, from the nodes within
+                :math:`L - \ell` hops of the seed nodes to those within
+                :math:`L - \ell - 1`, over the edges of the first
+                :math:`L - \ell` hops, and only the seed nodes' outputs are
+                returned, :obj:`[batch_size, out_channels]`: those of the
+                full-graph forward when every in-edge was sampled.
+                (default: :obj:`None`)
+            num_sampled_edges_per_hop (List[int], optional): See above.
+                (default: :obj:`None`)
+
+        Raises:
+            ValueError: If only one of the hop sizes is given, or the
+                mini-batch has fewer hops than the stack has layers.
         """
+        tensors = {} if self.edge_dim is None else {'edge_attr': edge_attr}
+        return self._run(x, edge_index, tensors, num_sampled_nodes_per_hop,
+                         num_sampled_edges_per_hop)
+
+    def _run(self, x: Tensor, edge_index: Adj, tensors: Dict[str, Any],
+             num_nodes: Optional[List[int]],
+             num_edges: Optional[List[int]]) -> Tensor:
+        r"""The stack over the whole graph, or hop by hop (see
+        :meth:`forward`); :obj:`tensors` (e.g. :obj:`edge_attr`, one row
+        per edge) go to every layer by keyword."""
+        self._check_hops(num_nodes, num_edges)
         for i, conv in enumerate(self.convs):
             x = torch.nn.functional.dropout(x, p=self.dropout,
                                             training=self.training)
-            if self.edge_dim is not None:
-                h = conv(x, edge_index, edge_attr=edge_attr)
-            else:
-                h = conv(x, edge_index)
-            h = self.norms[i](h)
+            x_dst, inputs, layer_edges, layer_tensors = x, x, edge_index, tensors
+            if num_nodes is not None:
+                hops = self.num_layers - i  # this layer's source hops
+                x_dst = x[:sum(num_nodes[:hops])]  # [N_dst, F]
+                inputs = (x, x_dst)
+                cut = sum(num_edges[:hops])
+                layer_edges = edge_index[:, :cut]  # [2, E_layer]
+                layer_tensors = {key: value[:cut]
+                                 for key, value in tensors.items()}
+            h = self.norms[i](conv(inputs, layer_edges, **layer_tensors))
             if self.residual:
-                h = h + self.skips[i](x)
+                h = h + self.skips[i](x_dst)
             x = h if i == self.num_layers - 1 else self.act(h)
         return x
+
+    def _check_hops(self, num_nodes: Optional[List[int]],
+                    num_edges: Optional[List[int]]) -> None:
+        if (num_nodes is None) != (num_edges is None):
+            raise ValueError(
+                "'num_sampled_nodes_per_hop' and 'num_sampled_edges_per_hop' "
+                "go together; pass both (a NeighborLoader batch's "
+                "'num_sampled_nodes' and 'num_sampled_edges') or neither")
+        if num_edges is not None and len(num_edges) < self.num_layers:
+            raise ValueError(
+                f"the mini-batch has {len(num_edges)} hop(s) "
+                f"('num_sampled_edges_per_hop' = {list(num_edges)}) but the "
+                f"model has {self.num_layers} layers; sample as many hops as "
+                f"layers ('num_neighbors' with {self.num_layers} entries)")
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '

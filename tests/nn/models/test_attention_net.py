@@ -115,3 +115,42 @@ def test_attention_net_repr():
                           'conv=EdgeGATConv, heads=8)')
     model = AttentionNet(16, 8, 3, conv=GCNConv)
     assert str(model) == 'AttentionNet(16, 3, num_layers=2, conv=GCNConv, heads=8)'
+
+
+@pytest.mark.parametrize('num_layers', [2, 3])
+@pytest.mark.parametrize('conv', ATTENTION_CONVS, ids=lambda c: c.__name__)
+def test_attention_net_hop_by_hop(conv, num_layers):
+    # On a NeighborLoader batch with every in-edge, the bipartite hop-by-hop
+    # stack gives the seeds the full-graph outputs and gradients.
+    from pyg_attn.loader import NeighborLoader
+    from pyg_attn.testing import random_graph
+    data = random_graph(80, 120, num_features=5, edge_dim=3, seed=4)
+    model = AttentionNet(5, 4, 3, num_layers=num_layers, conv=conv, heads=2,
+                         edge_dim=3, residual=True, norm='layer',
+                         norm_kwargs=dict(mode='node')).eval()
+    batch = next(iter(NeighborLoader(data, [-1] * num_layers, batch_size=4,
+                                     input_nodes=torch.tensor([3, 0, 7, 11]))))
+    assert batch.num_sampled_nodes[-1] > 0  # the last hop reaches new nodes
+    assert batch.num_nodes < data.num_nodes  # a true subgraph
+    x = data.x.clone().requires_grad_()
+    full = model(x, data.edge_index, data.edge_attr)[batch.n_id[:4]]
+    x_batch = x[batch.n_id]
+    out = model(x_batch, batch.edge_index, batch.edge_attr,
+                num_sampled_nodes_per_hop=batch.num_sampled_nodes,
+                num_sampled_edges_per_hop=batch.num_sampled_edges)
+    assert out.shape == (4, 3)
+    torch.testing.assert_close(out, full)
+    grad, = torch.autograd.grad(out.square().sum(), x)
+    expected, = torch.autograd.grad(full.square().sum(), x)
+    torch.testing.assert_close(grad, expected)
+    assert grad[batch.n_id[batch.num_sampled_nodes[0]:]].abs().sum() > 0
+
+
+def test_attention_net_hop_errors():
+    x, edge_index, _ = graph()
+    model = AttentionNet(5, 4, 3, num_layers=2, heads=2)
+    with pytest.raises(ValueError, match='go together; pass both'):
+        model(x, edge_index, num_sampled_nodes_per_hop=[2, 2, 2])
+    with pytest.raises(ValueError, match=r"1 hop\(s\).*2 layers.*2 entries"):
+        model(x, edge_index, num_sampled_nodes_per_hop=[2, 4],
+              num_sampled_edges_per_hop=[12])
