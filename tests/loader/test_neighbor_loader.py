@@ -29,3 +29,14 @@ def test_sampler():
     sampler = TorchNeighborSampler(data, [3])
     assert NeighborLoader(data, [2], neighbor_sampler=sampler).node_sampler \
         is sampler
+
+
+def test_worker_process():
+    # The fallback samples in a DataLoader worker too (plain torch).
+    data = random_graph(50, 200, seed=1)
+    loader = NeighborLoader(data, [3, 2], batch_size=8, num_workers=1)
+    batches = list(loader)
+    assert len(batches) == 7
+    for i, batch in enumerate(batches):
+        seeds = torch.arange(8 * i, min(8 * i + 8, 50))
+        assert_neighbor_batch(batch, data, [3, 2], seeds)
