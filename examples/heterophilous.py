@@ -35,6 +35,7 @@ Example::
 
     python examples/heterophilous.py --dataset minesweeper --conv dual_space
     python examples/heterophilous.py --conv gat --splits 2 --epochs 200 --hidden 128
+    python examples/heterophilous.py --conv edge_gat --split-ids 5 6 7 8 9
 """
 import argparse
 import os.path as osp
@@ -83,6 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--conv', choices=CONVS, default='dual_space')
     parser.add_argument('--splits', type=int, default=10,
                         help='run the given splits 0..splits-1 (default: 10)')
+    parser.add_argument('--split-ids', type=int, nargs='+', default=None,
+                        metavar='ID', help='run these splits instead, e.g. '
+                        '--split-ids 3 4 (to share the 10 among machines)')
     parser.add_argument('--epochs', type=int, default=1000,
                         help='full-batch training steps per split '
                         '(default: 1000)')
@@ -121,6 +125,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                      f'--heads ({args.heads})')
     if not 1 <= args.splits <= 10:
         parser.error(f'--splits ({args.splits}) must lie in 1..10')
+    if args.split_ids is not None:
+        wrong = [i for i in args.split_ids if not 0 <= i <= 9]
+        if wrong or len(set(args.split_ids)) < len(args.split_ids):
+            parser.error(f'--split-ids ({args.split_ids}) must be distinct '
+                         f'numbers in 0..9, the given splits')
     if args.out is None:
         args.out = osp.join('results', f'heterophilous_{args.dataset}_'
                             f'{args.conv}.json')
@@ -278,10 +287,12 @@ def main(argv=None) -> int:
     graph = message_graph(args, data)
     graph_time = time.perf_counter() - start
 
+    splits = (list(range(args.splits)) if args.split_ids is None
+              else args.split_ids)
     runs = []
-    with tqdm(total=args.splits * args.epochs, unit='step',
+    with tqdm(total=len(splits) * args.epochs, unit='step',
               desc=f'{args.dataset} {args.conv}') as progress:
-        for split in range(args.splits):
+        for split in splits:
             runs.append(run_split(args, data, split, progress, graph))
 
     aucs = [run['test_auc'] for run in runs]
@@ -291,7 +302,7 @@ def main(argv=None) -> int:
           f'{100 * std:.2f} over {len(aucs)} splits, '
           f'{1000 * epoch_time:.1f} ms/step')
     results = dict(
-        dataset=args.dataset, conv=args.conv, splits=list(range(args.splits)),
+        dataset=args.dataset, conv=args.conv, splits=splits,
         test_auc=aucs, mean=mean, std=std, epoch_time_mean=epoch_time,
         epoch_times=[run['epoch_time'] for run in runs],
         num_edges=graph[0].size(1), graph_time=graph_time,

@@ -151,3 +151,25 @@ def test_heterophilous_defaults(script):
         script.parse_args(['--hidden', '10', '--heads', '4'])
     with pytest.raises(SystemExit):
         script.parse_args(['--splits', '11'])
+
+
+def test_heterophilous_split_ids(script, minesweeper_root, tmp_path, capsys):
+    # --split-ids 2 runs split 2 alone, as the third split of --splits 3,
+    # so the 10 splits can be shared among machines.
+    common = ['--conv', 'edge_gat', '--epochs', '2', '--hidden', '8',
+              '--heads', '2', '--layers', '1', '--root', minesweeper_root]
+    assert script.main([*common, '--splits', '3',
+                        '--out', str(tmp_path / 'all.json')]) == 0
+    assert script.main([*common, '--split-ids', '2',
+                        '--out', str(tmp_path / 'one.json')]) == 0
+    first = json.loads((tmp_path / 'all.json').read_text())
+    one = json.loads((tmp_path / 'one.json').read_text())
+    assert first['splits'] == [0, 1, 2] and one['splits'] == [2]
+    assert one['test_auc'] == first['test_auc'][2:]
+    assert one['best_epochs'] == first['best_epochs'][2:]
+    assert len(set(first['test_auc'])) == 3  # the splits differ
+    for wrong in (['--split-ids', '10'], ['--split-ids', '1', '1'],
+                  ['--split-ids', '-1']):
+        with pytest.raises(SystemExit):
+            script.parse_args(wrong)
+    assert 'must be distinct numbers in 0..9' in capsys.readouterr().err
