@@ -4,5 +4,7 @@ from pyg_attn.loader.neighbor_sampler import (
     sample_neighbors,
 )
 from pyg_attn.loader.neighbor_loader import NeighborLoader
+from pyg_attn.loader.link_neighbor_loader import LinkNeighborLoader
 
-__all__ = ['NeighborLoader', 'TorchNeighborSampler', 'sample_neighbors']
+__all__ = ['NeighborLoader', 'LinkNeighborLoader', 'TorchNeighborSampler',
+           'sample_neighbors']

@@ -1,10 +1,30 @@
-from typing import List, Optional, Union
+import inspect
+from typing import Any, Dict, Tuple
 
 import torch_geometric.loader
-from torch_geometric.sampler import NeighborSampler
-from torch_geometric.sampler.base import SubgraphType
 
 from pyg_attn.loader.neighbor_sampler import TorchNeighborSampler
+
+# NeighborSampler's options, as both PyG loaders take and forward them
+SAMPLER_OPTIONS = ('replace', 'subgraph_type', 'disjoint', 'temporal_strategy',
+                   'time_attr', 'weight_attr', 'is_sorted', 'directed')
+
+
+def with_torch_sampler(loader: type, args: tuple,
+                       kwargs: Dict[str, Any]) -> Tuple[tuple, dict]:
+    r"""The arguments of a PyG loader's :obj:`__init__` (:obj:`args` after
+    :obj:`self`), with a :class:`TorchNeighborSampler` built as that loader
+    builds its own sampler, unless a :obj:`neighbor_sampler` is given."""
+    bound = inspect.signature(loader.__init__).bind(None, *args, **kwargs)
+    bound.apply_defaults()
+    arguments = bound.arguments
+    if arguments['neighbor_sampler'] is None:
+        extra = arguments['kwargs']  # the DataLoader's own arguments
+        arguments['neighbor_sampler'] = TorchNeighborSampler(
+            arguments['data'], num_neighbors=arguments['num_neighbors'],
+            share_memory=extra.get('num_workers', 0) > 0,
+            **{name: arguments[name] for name in SAMPLER_OPTIONS})
+    return bound.args[1:], bound.kwargs
 
 
 class NeighborLoader(torch_geometric.loader.NeighborLoader):
@@ -17,13 +37,12 @@ class NeighborLoader(torch_geometric.loader.NeighborLoader):
     its default sampler, a :class:`TorchNeighborSampler`, which defers to
     PyG's routine when either package is there and otherwise samples in
     plain torch (homogeneous graphs, uniformly without replacement; other
-    options raise an error that names them).  A
-    :obj:`neighbor_sampler` you pass is used as given.
+    options raise an error that names them).  A :obj:`neighbor_sampler`
+    you pass is used as given.
 
-    The layers of :mod:`pyg_attn.nn` take the bipartite :obj:`(x_src,
-    x_dst)` pairs the batches' hops give (see
-    :obj:`num_sampled_nodes` and :obj:`num_sampled_edges`, and
-    ``examples/distributed.py``).
+    :class:`~pyg_attn.nn.AttentionNet` runs its layers hop by hop on the
+    batches, bipartite (pass it :obj:`num_sampled_nodes` and
+    :obj:`num_sampled_edges`).
 
     Example:
         >>> loader = NeighborLoader(data, num_neighbors=[10, 10],
@@ -32,32 +51,7 @@ class NeighborLoader(torch_geometric.loader.NeighborLoader):
         >>> batch = next(iter(loader))
         >>> batch.n_id[:batch.batch_size]  # the seed nodes come first
     """
-    def __init__(
-        self,
-        data,
-        num_neighbors: List[int],
-        replace: bool = False,
-        subgraph_type: Union[SubgraphType, str] = 'directional',
-        disjoint: bool = False,
-        temporal_strategy: str = 'uniform',
-        time_attr: Optional[str] = None,
-        weight_attr: Optional[str] = None,
-        is_sorted: bool = False,
-        neighbor_sampler: Optional[NeighborSampler] = None,
-        directed: bool = True,
-        **kwargs,
-    ):
-        if neighbor_sampler is None:  # PyG's own construction, our class
-            neighbor_sampler = TorchNeighborSampler(
-                data, num_neighbors=num_neighbors, replace=replace,
-                subgraph_type=subgraph_type, disjoint=disjoint,
-                temporal_strategy=temporal_strategy, time_attr=time_attr,
-                weight_attr=weight_attr, is_sorted=is_sorted,
-                share_memory=kwargs.get('num_workers', 0) > 0,
-                directed=directed)
-        super().__init__(
-            data, num_neighbors, replace=replace, subgraph_type=subgraph_type,
-            disjoint=disjoint, temporal_strategy=temporal_strategy,
-            time_attr=time_attr, weight_attr=weight_attr,
-            is_sorted=is_sorted, neighbor_sampler=neighbor_sampler,
-            directed=directed, **kwargs)
+    def __init__(self, *args, **kwargs):
+        args, kwargs = with_torch_sampler(
+            torch_geometric.loader.NeighborLoader, args, kwargs)
+        super().__init__(*args, **kwargs)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch_geometric.utils import index_to_mask
 
@@ -40,3 +41,15 @@ def test_worker_process():
     for i, batch in enumerate(batches):
         seeds = torch.arange(8 * i, min(8 * i + 8, 50))
         assert_neighbor_batch(batch, data, [3, 2], seeds)
+
+
+def test_positional_arguments():
+    # PyG's signature, positions included: input_nodes third, replace fifth.
+    data = random_graph(20, 60, seed=2)
+    loader = NeighborLoader(data, [2], torch.tensor([4, 5, 6]), batch_size=2)
+    seeds = torch.cat([batch.n_id[:batch.batch_size] for batch in loader])
+    assert seeds.tolist() == [4, 5, 6]
+    if TorchNeighborSampler.has_backend():
+        return  # PyG samples, with replacement if asked
+    with pytest.raises(ValueError, match='replace=True needs pyg-lib'):
+        NeighborLoader(data, [2], None, None, True)
