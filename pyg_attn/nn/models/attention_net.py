@@ -231,8 +231,9 @@ class AttentionNet(torch.nn.Module):
                 (default: :obj:`None`)
 
         Raises:
-            ValueError: If only one of the hop sizes is given, or the
-                mini-batch has fewer hops than the stack has layers.
+            ValueError: If only one of the hop sizes is given, the
+                mini-batch has fewer hops than the stack has layers, or
+                :obj:`edge_index` is not a tensor then.
         """
         tensors = {} if self.edge_dim is None else {'edge_attr': edge_attr}
         return self._run(x, edge_index, tensors, num_sampled_nodes_per_hop,
@@ -244,7 +245,7 @@ class AttentionNet(torch.nn.Module):
         r"""The stack over the whole graph, or hop by hop (see
         :meth:`forward`); :obj:`tensors` (e.g. :obj:`edge_attr`, one row
         per edge) go to every layer by keyword."""
-        self._check_hops(num_nodes, num_edges)
+        self._check_hops(edge_index, num_nodes, num_edges)
         for i, conv in enumerate(self.convs):
             x = torch.nn.functional.dropout(x, p=self.dropout,
                                             training=self.training)
@@ -263,13 +264,18 @@ class AttentionNet(torch.nn.Module):
             x = h if i == self.num_layers - 1 else self.act(h)
         return x
 
-    def _check_hops(self, num_nodes: Optional[List[int]],
+    def _check_hops(self, edge_index: Adj, num_nodes: Optional[List[int]],
                     num_edges: Optional[List[int]]) -> None:
         if (num_nodes is None) != (num_edges is None):
             raise ValueError(
                 "'num_sampled_nodes_per_hop' and 'num_sampled_edges_per_hop' "
                 "go together; pass both (a NeighborLoader batch's "
                 "'num_sampled_nodes' and 'num_sampled_edges') or neither")
+        if num_edges is not None and not isinstance(edge_index, Tensor):
+            raise ValueError(
+                f"hop by hop, 'edge_index' must be a [2, E] tensor in hop "
+                f"order, as NeighborLoader gives it (got "
+                f"{type(edge_index).__name__})")
         if num_edges is not None and len(num_edges) < self.num_layers:
             raise ValueError(
                 f"the mini-batch has {len(num_edges)} hop(s) "

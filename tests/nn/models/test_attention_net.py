@@ -154,3 +154,7 @@ def test_attention_net_hop_errors():
     with pytest.raises(ValueError, match=r"1 hop\(s\).*2 layers.*2 entries"):
         model(x, edge_index, num_sampled_nodes_per_hop=[2, 4],
               num_sampled_edges_per_hop=[12])
+    # e.g. a SparseTensor (torch-sparse): no hop order to cut
+    with pytest.raises(ValueError, match=r"\[2, E\] tensor.*got list"):
+        model(x, edge_index.tolist(), num_sampled_nodes_per_hop=[2, 2, 2],
+              num_sampled_edges_per_hop=[6, 6])
