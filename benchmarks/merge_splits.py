@@ -83,7 +83,8 @@ def merge(results: List[dict], names: List[str]) -> dict:
         epoch_times=merged['epoch_times'], num_edges=first['num_edges'],
         graph_time=statistics.mean(r['graph_time'] for r in results),
         val_auc=merged['val_auc'], best_epochs=merged['best_epochs'],
-        args=dict(first['args'], split_ids=[split for split, _, _ in rows]),
+        args=dict(first['args'], splits=len(rows),
+                  split_ids=[split for split, _, _ in rows]),
         versions=first['versions'],
         parts=[dict(file=name, splits=result['splits'],
                     versions=result['versions'])
@@ -105,6 +106,7 @@ def main(argv=None) -> int:
             except ValueError as error:  # not JSON
                 raise ValueError(f'{name} is not JSON: {error}') from error
         merged = merge(results, args.files)
+        merged['args']['out'] = args.out
     except (OSError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1

@@ -52,6 +52,8 @@ def test_merge_equals_one_run(runs, merge_splits, tmp_path, capsys):
     assert merged['std'] == pytest.approx(whole['std'], abs=1e-12)
     assert merged['std'] > 0
     assert merged['args']['split_ids'] == [0, 1, 2]
+    assert merged['args']['splits'] == 3
+    assert merged['args']['out'] == str(out)
     assert [part['splits'] for part in merged['parts']] == [[2], [0, 1]]
     times = load(runs / 'a.json')['epoch_times'] + load(
         runs / 'b.json')['epoch_times']
