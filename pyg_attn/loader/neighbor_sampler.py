@@ -89,7 +89,9 @@ class TorchNeighborSampler(NeighborSampler):
         return options
 
     def _sample(self, seed, seed_time=None, **kwargs) -> SamplerOutput:
-        if self.has_backend() or isinstance(seed, dict) or seed_time is not None:
+        # Without a backend, __init__ refused heterogeneous and temporal
+        # sampling, so here the seeds are one node tensor without times.
+        if self.has_backend():
             return super()._sample(seed, seed_time, **kwargs)
         return sample_neighbors(self.colptr, self.row, seed,
                                 self.num_neighbors.get_mapped_values())
