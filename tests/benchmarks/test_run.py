@@ -161,6 +161,45 @@ def test_example_rows_read_scripts_and_compare(bench, tmp_path):
         'hetero/minesweeper_moe.json'
 
 
+def test_full_protocol_splits(bench, tmp_path):
+    def write(path, result):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+
+    def run(conv, splits, test, **extra):
+        return dict(dataset='minesweeper', conv=conv, splits=splits,
+                    test_auc=test, val_auc=[t - 0.01 for t in test],
+                    best_epochs=[100 + s for s in splits],
+                    epoch_time_mean=2.0, **extra)
+
+    full = tmp_path / 'heterophilous_full'
+    write(full / 'minesweeper_gat_split0.json',
+          run('gat', [0], [0.90], epoch_times=[2.0]))
+    write(full / 'minesweeper_gat_split3.json',
+          run('gat', [3], [0.80], epoch_times=[1.0]))
+    # the merged file repeats its parts' splits: they count once
+    write(full / 'minesweeper_gat_splits0-3.json',
+          run('gat', [0, 3], [0.90, 0.80], epoch_times=[2.0, 1.0]))
+    # a file from before epoch_times, and one without a reduced run
+    write(full / 'minesweeper_moe_split1.json', run('moe', [1], [0.7]))
+    write(full / 'notes.json', dict(text='no results'))
+    write(tmp_path / 'heterophilous_reduced' / 'minesweeper_gat.json',
+          run('gat', [3, 0], [0.75, 0.5]))  # looked up by split, not place
+
+    rows = bench.full_protocol_splits(tmp_path)
+    assert [(r['conv'], r['split']) for r in rows] == [
+        ('gat', 0), ('gat', 3), ('moe', 1)]
+    gat0, gat3, moe1 = rows
+    assert (gat0['test_auc'], gat0['reduced_test_auc']) == (0.90, 0.5)
+    assert (gat3['test_auc'], gat3['reduced_test_auc']) == (0.80, 0.75)
+    assert gat3['val_auc'] == pytest.approx(0.79)
+    assert (gat3['best_step'], gat3['ms_per_step']) == (103, 1000.0)
+    assert gat3['source'] == 'heterophilous_full/minesweeper_gat_split3.json'
+    assert moe1['reduced_test_auc'] is None
+    assert moe1['ms_per_step'] == 2000.0
+    assert bench.full_protocol_splits(tmp_path / 'missing') == []
+
+
 def test_speed_every_pair(bench, tmp_path):
     assert bench.main(['--suite', 'speed', '--no-gate', '--out-dir',
                        str(tmp_path), '--graphs', 'random-60-300',
