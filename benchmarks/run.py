@@ -293,16 +293,16 @@ def example_rows(results_dir=RESULTS) -> list:
 
 def full_protocol_splits(results_dir=RESULTS, full='heterophilous_full',
                          reduced='heterophilous_reduced') -> list:
-    """One row per dataset, mechanism and given split of the heterophilous
-    runs in ``results_dir/full`` (``examples/heterophilous.py`` with
-    Platonov et al.'s settings, run split by split with ``--split-ids`` and
-    merged by ``benchmarks.merge_splits``): the test and validation ROC AUC,
-    the best step and the time per step, beside the test ROC AUC the run in
-    ``results_dir/reduced/<dataset>_<conv>.json`` got on the same split
-    (``None`` where it has no such run).  A split found in several files
-    (a part and the merged file) counts once, from the first file in path
-    order; ``source`` names it.  Files that are no such results are
-    skipped."""
+    """One row per dataset, mechanism, depth and given split of the
+    heterophilous runs in ``results_dir/full`` (``examples/heterophilous.py``
+    with Platonov et al.'s settings, run split by split with ``--split-ids``
+    and merged by ``benchmarks.merge_splits``): the test and validation ROC
+    AUC, the best step and the time per step, beside the test ROC AUC the
+    run in ``results_dir/reduced/<dataset>_<conv>.json`` got on the same
+    split with as many layers (``None`` where it has no such run).  A split
+    found in several files (a part and the merged file) counts once, from
+    the first file in path order; ``source`` names it.  Files that are no
+    such results are skipped."""
     root = Path(results_dir)
     rows = {}
     for path in sorted((root / full).glob('*.json')):
@@ -313,25 +313,27 @@ def full_protocol_splits(results_dir=RESULTS, full='heterophilous_full',
                             result['best_epochs'], result.get(
                                 'epoch_times', [result['epoch_time_mean']] *
                                 len(splits)))
-            key = result['dataset'], result['conv']
+            key = result['dataset'], result['conv'], result['args']['layers']
         except (ValueError, KeyError, TypeError):
             continue
         for split, test, val, best, step_time in per_split:
             rows.setdefault(key + (split,), dict(
-                dataset=key[0], conv=key[1], split=split, test_auc=test,
-                val_auc=val, best_step=best, ms_per_step=1e3 * step_time,
+                dataset=key[0], conv=key[1], layers=key[2], split=split,
+                test_auc=test, val_auc=val, best_step=best,
+                ms_per_step=1e3 * step_time,
                 source=str(path.relative_to(root))))
     for row in rows.values():
         row['reduced_test_auc'] = None
         path = root / reduced / f"{row['dataset']}_{row['conv']}.json"
         try:
             result = json.loads(path.read_text())
-            row['reduced_test_auc'] = result['test_auc'][
-                list(result['splits']).index(row['split'])]
+            if result['args']['layers'] == row['layers']:
+                row['reduced_test_auc'] = result['test_auc'][
+                    list(result['splits']).index(row['split'])]
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             pass
-    return sorted(rows.values(),
-                  key=lambda r: (r['dataset'], r['conv'], r['split']))
+    return sorted(rows.values(), key=lambda r: (
+        r['dataset'], r['conv'], r['layers'], r['split']))
 
 
 def _example_row(result: dict) -> dict:

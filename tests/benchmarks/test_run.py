@@ -166,11 +166,11 @@ def test_full_protocol_splits(bench, tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result))
 
-    def run(conv, splits, test, **extra):
+    def run(conv, splits, test, layers=2, **extra):
         return dict(dataset='minesweeper', conv=conv, splits=splits,
                     test_auc=test, val_auc=[t - 0.01 for t in test],
                     best_epochs=[100 + s for s in splits],
-                    epoch_time_mean=2.0, **extra)
+                    epoch_time_mean=2.0, args=dict(layers=layers), **extra)
 
     full = tmp_path / 'heterophilous_full'
     write(full / 'minesweeper_gat_split0.json',
@@ -180,6 +180,9 @@ def test_full_protocol_splits(bench, tmp_path):
     # the merged file repeats its parts' splits: they count once
     write(full / 'minesweeper_gat_splits0-3.json',
           run('gat', [0, 3], [0.90, 0.80], epoch_times=[2.0, 1.0]))
+    # another depth: its own rows, and no reduced run of that depth
+    write(full / 'minesweeper_gat_layers4_split0.json',
+          run('gat', [0], [0.95], layers=4, epoch_times=[4.0]))
     # a file from before epoch_times, and one without a reduced run
     write(full / 'minesweeper_moe_split1.json', run('moe', [1], [0.7]))
     write(full / 'notes.json', dict(text='no results'))
@@ -187,9 +190,10 @@ def test_full_protocol_splits(bench, tmp_path):
           run('gat', [3, 0], [0.75, 0.5]))  # looked up by split, not place
 
     rows = bench.full_protocol_splits(tmp_path)
-    assert [(r['conv'], r['split']) for r in rows] == [
-        ('gat', 0), ('gat', 3), ('moe', 1)]
-    gat0, gat3, moe1 = rows
+    assert [(r['conv'], r['layers'], r['split']) for r in rows] == [
+        ('gat', 2, 0), ('gat', 2, 3), ('gat', 4, 0), ('moe', 2, 1)]
+    gat0, gat3, deep0, moe1 = rows
+    assert (deep0['test_auc'], deep0['reduced_test_auc']) == (0.95, None)
     assert (gat0['test_auc'], gat0['reduced_test_auc']) == (0.90, 0.5)
     assert (gat3['test_auc'], gat3['reduced_test_auc']) == (0.80, 0.75)
     assert gat3['val_auc'] == pytest.approx(0.79)
