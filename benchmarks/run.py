@@ -303,20 +303,18 @@ def full_protocol_splits(results_dir=RESULTS, full='heterophilous_full',
     found in several files (a part and the merged file) counts once, from
     the first file in path order; ``source`` names it.  Files that are no
     such results are skipped."""
+    from benchmarks.merge_splits import PER_SPLIT, per_split
     root = Path(results_dir)
     rows = {}
     for path in sorted((root / full).glob('*.json')):
         try:
             result = json.loads(path.read_text())
-            splits = result['splits']
-            per_split = zip(splits, result['test_auc'], result['val_auc'],
-                            result['best_epochs'], result.get(
-                                'epoch_times', [result['epoch_time_mean']] *
-                                len(splits)))
+            columns = zip(result['splits'],
+                          *(per_split(result, key) for key in PER_SPLIT))
             key = result['dataset'], result['conv'], result['args']['layers']
         except (ValueError, KeyError, TypeError):
             continue
-        for split, test, val, best, step_time in per_split:
+        for split, test, val, best, step_time in columns:
             rows.setdefault(key + (split,), dict(
                 dataset=key[0], conv=key[1], layers=key[2], split=split,
                 test_auc=test, val_auc=val, best_step=best,
