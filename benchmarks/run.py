@@ -98,6 +98,8 @@ QUICK_GRAPHS, FULL_GRAPHS = ['cora'], ['cora', 'synthetic']
 QUICK_REPEATS, FULL_REPEATS = 3, 5
 PYG_BASELINES = {'gcn', 'gat', 'transformer'}  # examples' --conv names
 CONTROLS = {'mlp'}  # --conv names that are no graph layer at all
+# the heterophilous runs with Platonov et al.'s full protocol, split by split
+FULL_PROTOCOL = 'heterophilous_full'
 # the metrics an example's JSON may report: (name, values, mean, std) keys
 METRICS = [('roc_auc', 'roc_auc', 'roc_auc_mean', 'roc_auc_std'),
            ('roc_auc', 'test_auc', 'mean', 'std'),
@@ -266,10 +268,14 @@ def example_rows(results_dir=RESULTS) -> list:
     row over the most seeds or splits wins (a quick run never hides a
     full one; on a tie, ``compare``'s, and between two ``compare`` files
     the later in path order, so a rerun saved beside a run replaces it);
-    ``source`` names its file."""
+    ``source`` names its file.  The folder :obj:`FULL_PROTOCOL` is left
+    out: its runs take another protocol than the reduced runs of the other
+    mechanisms (:func:`full_protocol_splits` shows them)."""
     best = {}
     root = Path(results_dir)
-    paths = sorted(root.glob('*_*_*.json')) + sorted(root.glob('*/*.json'))
+    paths = sorted(root.glob('*_*_*.json')) + sorted(
+        path for path in root.glob('*/*.json')
+        if path.parent.name != FULL_PROTOCOL)
     # on a tie, compare's rows win: one protocol for all its mechanisms
     paths.sort(key=lambda path: not path.name.startswith('compare'))
     for path in paths:
@@ -291,7 +297,7 @@ def example_rows(results_dir=RESULTS) -> list:
     return [row for row, _ in best.values()]
 
 
-def full_protocol_splits(results_dir=RESULTS, full='heterophilous_full',
+def full_protocol_splits(results_dir=RESULTS, full=FULL_PROTOCOL,
                          reduced='heterophilous_reduced') -> list:
     """One row per dataset, mechanism, depth and given split of the
     heterophilous runs in ``results_dir/full`` (``examples/heterophilous.py``

@@ -138,6 +138,11 @@ def test_example_rows_read_scripts_and_compare(bench, tmp_path):
           dict(dataset='disease_lp', conv='mlp', roc_auc=[0.8, 0.9],
                roc_auc_mean=0.85, roc_auc_std=0.05))
     write(tmp_path / 'notes_not_results.json', dict(text='no metric'))
+    # the full protocol's runs stay out of a table of reduced runs, even
+    # over more splits
+    write(tmp_path / 'heterophilous_full' / 'minesweeper_moe_splits0-2.json',
+          dict(dataset='minesweeper', conv='moe', test_auc=[0.5] * 3,
+               mean=0.5, std=0.0))
 
     rows = {(r['dataset'], r['conv']): r
             for r in bench.example_rows(tmp_path)}
