@@ -326,15 +326,21 @@ def full_protocol_splits(results_dir=RESULTS, full=FULL_PROTOCOL,
                 test_auc=test, val_auc=val, best_step=best,
                 ms_per_step=1e3 * step_time,
                 source=str(path.relative_to(root))))
+    runs = {}  # each reduced run read once
     for row in rows.values():
         row['reduced_test_auc'] = None
-        path = root / reduced / f"{row['dataset']}_{row['conv']}.json"
+        name = f"{row['dataset']}_{row['conv']}.json"
+        if name not in runs:
+            try:
+                runs[name] = json.loads((root / reduced / name).read_text())
+            except (OSError, ValueError):
+                runs[name] = None
+        result = runs[name]
         try:
-            result = json.loads(path.read_text())
             if result['args']['layers'] == row['layers']:
                 row['reduced_test_auc'] = result['test_auc'][
                     list(result['splits']).index(row['split'])]
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
+        except (ValueError, KeyError, TypeError, IndexError):
             pass
     return sorted(rows.values(), key=lambda r: (
         r['dataset'], r['conv'], r['layers'], r['split']))
