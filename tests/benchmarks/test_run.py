@@ -206,6 +206,9 @@ def test_full_protocol_splits(bench, tmp_path):
     assert gat3['source'] == 'heterophilous_full/minesweeper_gat_split3.json'
     assert moe1['reduced_test_auc'] is None
     assert moe1['ms_per_step'] == 2000.0
+    # the published mean of the nearest model, at every depth
+    assert [(r['published_model'], r['published_test_auc']) for r in rows] == [
+        ('GAT', 0.9201), ('GAT', 0.9201), ('GAT', 0.9201), (None, None)]
     assert bench.full_protocol_splits(tmp_path / 'missing') == []
 
 
