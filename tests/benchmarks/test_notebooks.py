@@ -1,6 +1,7 @@
 """Executes both benchmark notebooks with nbclient, as CI does: on temporary
 copies, in quick mode (each re-runs tiny suites into a temporary folder) and
-on a results folder with nothing in it; a failing cell fails the test."""
+on a results folder with nothing in it, and the compare notebook on a few
+committed full-protocol runs; a failing cell fails the test."""
 import importlib
 import json
 import re
@@ -89,3 +90,26 @@ def test_no_layer_defined_in_notebook(name):
     assert not re.search(r'^\s*class\s', code, re.MULTILINE)
     assert 'MessagePassing' not in code and 'nn.Module' not in code
     assert any(c['cell_type'] == 'markdown' for c in nb['cells'])
+
+
+def test_full_protocol_section(bench, tmp_path):
+    """The split-by-split section on committed full-protocol runs (quick
+    mode leaves it empty): its tables, the published mean and the chart."""
+    results = tmp_path / 'results'
+    for name in ['heterophilous_full/minesweeper_edge_gat_split0.json',
+                 'heterophilous_full/minesweeper_edge_gat_layers4_split0.json',
+                 'heterophilous_reduced/minesweeper_edge_gat.json']:
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(COMMITTED / name, results / name)
+    copy = tmp_path / 'compare_mechanisms.ipynb'
+    shutil.copy(ROOT / 'benchmarks' / copy.name, copy)
+    nb = bench.execute_notebook(copy, results_dir=results, timeout=600)
+    assert 'no full-protocol runs' not in notes(nb)
+    tables = [''.join(o['data']['text/plain'])
+              for o in outputs(nb, 'text/plain')]
+    summary = next(t for t in tables if 'published_model' in t)
+    # one row per depth: split 0's full and reduced runs, GAT's 92.01
+    assert re.search(r'edge_gat\s+2\s+1\s+89\.88\s+88\.56\s+92\.01\s+GAT',
+                     summary), summary
+    assert re.search(r'4\s+1\s+91\.64\s+NaN\s+92\.01\s+GAT', summary), summary
+    assert (results / 'figures' / 'full_protocol_splits.png').is_file()
