@@ -36,14 +36,25 @@ def notes(nb) -> str:
                      for o in outputs(nb, 'text/markdown'))
 
 
+def texts(nb) -> list:
+    """The plain-text outputs (tables, prints) of the code cells."""
+    return [''.join(o['data']['text/plain'])
+            for o in outputs(nb, 'text/plain')]
+
+
+def execute_copy(bench, name: str, tmp_path: Path, **kwargs):
+    """Executes a temporary copy of the notebook :obj:`name`."""
+    copy = tmp_path / name
+    shutil.copy(ROOT / 'benchmarks' / name, copy)
+    return bench.execute_notebook(copy, timeout=600, **kwargs)
+
+
 @pytest.mark.parametrize('name', NOTEBOOKS)
 def test_quick_mode(bench, name, tmp_path, planetoid_root, monkeypatch):
     monkeypatch.setenv('PYG_ATTN_DATA', planetoid_root)
     src = ROOT / 'benchmarks' / name
     original, before = src.read_bytes(), snapshot(COMMITTED)
-    copy = tmp_path / name
-    shutil.copy(src, copy)
-    nb = bench.execute_notebook(copy, quick=True, timeout=600)
+    nb = execute_copy(bench, name, tmp_path, quick=True)
     assert src.read_bytes() == original
     assert snapshot(COMMITTED) == before  # quick results go to a temp dir
     assert 'quick mode:' in notes(nb)
@@ -67,9 +78,7 @@ def test_missing_results_give_notes(bench, tmp_path):
     results.mkdir()
     (results / 'layers.json').write_text(json.dumps(layers_json()))
     for name in NOTEBOOKS:
-        copy = tmp_path / name
-        shutil.copy(ROOT / 'benchmarks' / name, copy)
-        nb = bench.execute_notebook(copy, results_dir=results, timeout=600)
+        nb = execute_copy(bench, name, tmp_path, results_dir=results)
         suites = ['accuracy', 'speed', 'memory'] if name.startswith(
             'compare') else ['scaling']
         for suite in suites:
@@ -102,13 +111,10 @@ def test_full_protocol_section(bench, tmp_path):
                  'heterophilous_reduced/minesweeper_edge_gat.json']:
         (results / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(COMMITTED / name, results / name)
-    copy = tmp_path / 'compare_mechanisms.ipynb'
-    shutil.copy(ROOT / 'benchmarks' / copy.name, copy)
-    nb = bench.execute_notebook(copy, results_dir=results, timeout=600)
+    nb = execute_copy(bench, 'compare_mechanisms.ipynb', tmp_path,
+                      results_dir=results)
     assert 'no full-protocol runs' not in notes(nb)
-    tables = [''.join(o['data']['text/plain'])
-              for o in outputs(nb, 'text/plain')]
-    summary = next(t for t in tables if 'published_model' in t)
+    summary = next(t for t in texts(nb) if 'published_model' in t)
     # one row per depth: split 0's full and reduced runs, GAT's 92.01
     assert re.search(r'edge_gat\s+2\s+1\s+89\.88\s+88\.56\s+92\.01\s+GAT',
                      summary), summary
@@ -125,12 +131,9 @@ def test_full_protocol_table_shows_every_split(bench, tmp_path):
                     results / 'heterophilous_full')
     expected = bench.full_protocol_splits(results)
     assert len(expected) > 60  # past pandas' default display.max_rows
-    copy = tmp_path / 'compare_mechanisms.ipynb'
-    shutil.copy(ROOT / 'benchmarks' / copy.name, copy)
-    nb = bench.execute_notebook(copy, results_dir=results, timeout=600)
-    table = next(''.join(o['data']['text/plain'])
-                 for o in outputs(nb, 'text/plain')
-                 if 'best_step' in ''.join(o['data']['text/plain']))
+    nb = execute_copy(bench, 'compare_mechanisms.ipynb', tmp_path,
+                      results_dir=results)
+    table = next(t for t in texts(nb) if 'best_step' in t)
     shown = re.findall(r'^\d+\s+(\w+)\s+(\w+)\s+(\d+)\s+(\d+)\s', table,
                        re.MULTILINE)
     assert shown == [(r['dataset'], r['conv'], str(r['layers']),
