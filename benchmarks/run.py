@@ -42,12 +42,16 @@ splits and sizes; results in ``benchmarks/results/quick/`` unless
 ``--notebooks`` executes ``benchmarks/compare_mechanisms.ipynb`` and
 ``benchmarks/scaling.ipynb`` on the results (in place; with ``--quick``,
 copies in the output folder), so their plots show the numbers.
+``--full-protocol-table`` prints the README's table of the heterophilous
+runs with Platonov et al.'s full protocol (``heterophilous_full/``, run
+split by split): mean test ROC AUC over the splits by mechanism and depth.
 
     python -m benchmarks.run --suite accuracy speed memory scaling
     python -m benchmarks.run --suite all --notebooks
     python -m benchmarks.run --suite speed --graphs cora --pairs flash
     python -m benchmarks.run --suite all --quick --no-gate
     python -m benchmarks.run --notebooks          # only re-execute notebooks
+    python -m benchmarks.run --full-protocol-table  # the README's table
 """
 import argparse
 import csv
@@ -362,6 +366,63 @@ def full_protocol_splits(results_dir=RESULTS, full=FULL_PROTOCOL,
             pass
     return sorted(rows.values(), key=lambda r: (
         r['dataset'], r['conv'], r['layers'], r['split']))
+
+
+def full_protocol_summary(results_dir=RESULTS, full=FULL_PROTOCOL) -> list:
+    """One row per dataset, mechanism and depth of
+    :func:`full_protocol_splits`: the splits run, the mean and
+    population standard deviation of the test ROC AUC over them (as
+    ``benchmarks.merge_splits`` computes them), the mean validation ROC
+    AUC, the median time per step and the published mean of the nearest
+    model."""
+    import statistics
+    groups = {}
+    for row in full_protocol_splits(results_dir, full):
+        key = row['dataset'], row['conv'], row['layers']
+        groups.setdefault(key, []).append(row)
+    summary = []
+    for (dataset, conv, layers), rows in groups.items():
+        test = [row['test_auc'] for row in rows]
+        summary.append(dict(
+            dataset=dataset, conv=conv, layers=layers,
+            splits=[row['split'] for row in rows],
+            test_auc_mean=statistics.mean(test),
+            test_auc_std=statistics.pstdev(test),
+            val_auc_mean=statistics.mean(row['val_auc'] for row in rows),
+            ms_per_step_median=statistics.median(
+                row['ms_per_step'] for row in rows),
+            published_model=rows[0]['published_model'],
+            published_test_auc=rows[0]['published_test_auc']))
+    return summary
+
+
+def _split_list(splits: list) -> str:
+    """``0–9`` for a run of consecutive splits, else ``0, 1, 4``."""
+    if len(splits) > 2 and splits == list(range(splits[0], splits[-1] + 1)):
+        return f'{splits[0]}–{splits[-1]}'
+    return ', '.join(map(str, splits))
+
+
+def full_protocol_table(results_dir=RESULTS, full=FULL_PROTOCOL) -> str:
+    """:func:`full_protocol_summary` as a Markdown table (ROC AUC in %),
+    the one the README shows: ``python -m benchmarks.run
+    --full-protocol-table`` prints it."""
+    lines = ['| dataset | conv | layers | splits | test ROC AUC | '
+             'validation | ms / step (median) | published (best of 1–5 '
+             'layers) |', '|---|---|---|---|---|---|---|---|']
+    for row in full_protocol_summary(results_dir, full):
+        test = f"{100 * row['test_auc_mean']:.2f}"
+        if len(row['splits']) > 1:
+            test += f" ± {100 * row['test_auc_std']:.2f}"
+        published = ('—' if row['published_model'] is None else
+                     f"{row['published_model']} "
+                     f"{100 * row['published_test_auc']:.2f}")
+        lines.append(
+            f"| {row['dataset']} | `{row['conv']}` | {row['layers']} | "
+            f"{_split_list(row['splits'])} | {test} | "
+            f"{100 * row['val_auc_mean']:.2f} | "
+            f"{row['ms_per_step_median']:.0f} | {published} |")
+    return '\n'.join(lines) + '\n'
 
 
 def _example_row(result: dict) -> dict:
@@ -722,6 +783,10 @@ def parse_args(argv):
     parser.add_argument('--notebooks', action='store_true',
                         help='execute the two notebooks on the results '
                         '(after the suites)')
+    parser.add_argument('--full-protocol-table', action='store_true',
+                        help='print the Markdown table of the full-protocol '
+                        'heterophilous runs in the results folder (mean '
+                        'over their splits by mechanism and depth)')
     acc = parser.add_argument_group('accuracy')
     acc.add_argument('--datasets', nargs='+', default=None,
                      help=f'default: {" ".join(TASKS)}')
@@ -767,8 +832,9 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if 'all' in args.suite:
         args.suite = list(SUITES)
-    if not args.suite and not args.notebooks:
-        parser.error('give --suite (and/or --notebooks)')
+    if not (args.suite or args.notebooks or args.full_protocol_table):
+        parser.error('give --suite (and/or --notebooks, '
+                     '--full-protocol-table)')
     return args
 
 
@@ -816,6 +882,8 @@ def main(argv=None) -> int:
         failed += sum('error' in r for r in rows)
     if args.notebooks:
         run_notebooks(args, results_dir)
+    if args.full_protocol_table:
+        print(full_protocol_table(results_dir), end='')
     if failed:
         print(f'{failed} row(s) failed; see their "error" field',
               file=sys.stderr)

@@ -212,6 +212,43 @@ def test_full_protocol_splits(bench, tmp_path):
     assert bench.full_protocol_splits(tmp_path / 'missing') == []
 
 
+def test_full_protocol_summary_and_table(bench, tmp_path, capsys):
+    def write(name, conv, splits, test, layers=2):
+        path = tmp_path / 'heterophilous_full' / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(
+            dataset='minesweeper', conv=conv, splits=splits, test_auc=test,
+            val_auc=[t - 0.01 for t in test], best_epochs=[100] * len(test),
+            epoch_times=[1.0 + s for s in splits], epoch_time_mean=0.0,
+            args=dict(layers=layers))))
+
+    write('minesweeper_gat_split0.json', 'gat', [0], [0.90])
+    write('minesweeper_gat_split1.json', 'gat', [1, 2], [0.80, 0.70])
+    write('minesweeper_gat_layers4_split3.json', 'gat', [3, 5], [0.9, 0.9],
+          layers=4)
+    write('minesweeper_moe_split1.json', 'moe', [1], [0.7])
+    gat, deep, moe = bench.full_protocol_summary(tmp_path)
+    assert (gat['conv'], gat['layers'], gat['splits']) == ('gat', 2,
+                                                           [0, 1, 2])
+    # as merge_splits: mean and population std of the test ROC AUC
+    assert gat['test_auc_mean'] == pytest.approx(0.80)
+    assert gat['test_auc_std'] == pytest.approx((2 / 300) ** 0.5)
+    assert gat['val_auc_mean'] == pytest.approx(0.79)
+    assert gat['ms_per_step_median'] == 2000.0
+    assert (deep['layers'], deep['splits']) == (4, [3, 5])
+    assert (moe['published_model'], moe['splits']) == (None, [1])
+
+    assert bench.full_protocol_table(tmp_path).splitlines()[2:] == [
+        '| minesweeper | `gat` | 2 | 0–2 | 80.00 ± 8.16 | 79.00 | 2000 | '
+        'GAT 92.01 |',
+        '| minesweeper | `gat` | 4 | 3, 5 | 90.00 ± 0.00 | 89.00 | 5000 | '
+        'GAT 92.01 |',
+        '| minesweeper | `moe` | 2 | 1 | 70.00 | 69.00 | 2000 | — |']
+    assert bench.main(['--full-protocol-table', '--out-dir',
+                       str(tmp_path)]) == 0
+    assert capsys.readouterr().out == bench.full_protocol_table(tmp_path)
+
+
 def test_speed_every_pair(bench, tmp_path):
     assert bench.main(['--suite', 'speed', '--no-gate', '--out-dir',
                        str(tmp_path), '--graphs', 'random-60-300',

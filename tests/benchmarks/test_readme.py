@@ -1,0 +1,67 @@
+"""The README's full-protocol numbers against the committed result files:
+the summary table is what ``python -m benchmarks.run
+--full-protocol-table`` prints, and each row of the split-by-split table
+has its run's test ROC AUC, best step, time per step and reduced-protocol
+value."""
+import importlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / 'README.md').read_text()
+RESULTS = ROOT / 'benchmarks' / 'results'
+# | `edge_gat`, 0, **3 layers** (`--layers 3 …`) | **90.93** | 424 |
+#   — (2 layers: 88.56) | 1477 |   (no "**N layers**": 2 layers)
+SPLIT_ROW = re.compile(
+    r'^\| `(\w+)`(?: \(root weight\))?, (\d+)(?:, \*\*(\d+) layers\*\*)?'
+    r'(?: \([^|]*\))? \| (?:\*\*)?([\d.]+)(?:\*\*)? \| (\d+) \| '
+    r'(?:([\d.]+)|— \(2 layers: ([\d.]+)\)) \| (\d+) \|$', re.MULTILINE)
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module('benchmarks.run')
+
+
+def test_full_protocol_table_is_current(bench):
+    found = re.search(r'<!-- full-protocol-table: python -m benchmarks.run '
+                      r'--full-protocol-table -->\n(.*?)'
+                      r'<!-- /full-protocol-table -->', README, re.DOTALL)
+    assert found, 'the README has no marked full-protocol table'
+    assert found.group(1) == bench.full_protocol_table(RESULTS), (
+        'the README\'s full-protocol table is out of date: paste the output '
+        'of python -m benchmarks.run --full-protocol-table')
+
+
+def test_split_rows_match_results(bench):
+    rows = {(r['conv'], r['layers'], r['split']): r
+            for r in bench.full_protocol_splits(RESULTS)
+            if r['dataset'] == 'minesweeper'}
+    reduced = {}
+    for path in (RESULTS / 'heterophilous_reduced').glob('minesweeper_*.json'):
+        result = json.loads(path.read_text())
+        reduced[result['conv']] = dict(zip(result['splits'],
+                                           result['test_auc']))
+    shown = set()
+    for match in SPLIT_ROW.finditer(README):
+        conv, split, layers, test, best, same_depth, two_layers, ms = \
+            match.groups()
+        key = conv, int(layers or 2), int(split)
+        assert key in rows, f'no result file for the README row {match[0]}'
+        assert key not in shown, f'a second README row for {key}'
+        shown.add(key)
+        row = rows[key]
+        assert (test, best, ms) == (
+            f"{100 * row['test_auc']:.2f}", str(row['best_step']),
+            f"{row['ms_per_step']:.0f}"), match[0]
+        # the reduced protocol ran 2 layers: a value of its own depth, or
+        # the 2-layer one beside a deeper run
+        assert (same_depth is None) == (key[1] != 2), match[0]
+        assert (same_depth or two_layers) == \
+            f"{100 * reduced[conv][key[2]]:.2f}", match[0]
+    assert shown == set(rows), (
+        f'result files without a README row: {sorted(set(rows) - shown)}')
