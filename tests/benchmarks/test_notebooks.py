@@ -119,7 +119,12 @@ def test_full_protocol_section(bench, tmp_path):
     assert re.search(r'edge_gat\s+2\s+1\s+89\.88\s+88\.56\s+92\.01\s+GAT',
                      summary), summary
     assert re.search(r'4\s+1\s+91\.64\s+NaN\s+92\.01\s+GAT', summary), summary
-    assert (results / 'figures' / 'full_protocol_splits.png').is_file()
+    # by depth: one split each, so a standard deviation of 0
+    depth = next(t for t in texts(nb) if 'num_splits' in t)
+    assert re.search(r'edge_gat\s+2\s+1\s+89\.88\s+0\.0\s', depth), depth
+    assert re.search(r'edge_gat\s+4\s+1\s+91\.64\s+0\.0\s', depth), depth
+    assert {p.name for p in (results / 'figures').iterdir()} >= {
+        'full_protocol_splits.png', 'full_protocol_depth.png'}
 
 
 def test_full_protocol_table_shows_every_split(bench, tmp_path):
@@ -138,4 +143,8 @@ def test_full_protocol_table_shows_every_split(bench, tmp_path):
                        re.MULTILINE)
     assert shown == [(r['dataset'], r['conv'], str(r['layers']),
                       str(r['split'])) for r in expected], table
-    assert (results / 'figures' / 'full_protocol_splits.png').is_file()
+    depth = next(t for t in texts(nb) if 'num_splits' in t)
+    assert len(re.findall(r'^\d+\s+minesweeper\s', depth, re.MULTILINE)) == \
+        len(bench.full_protocol_summary(results)), depth
+    assert {p.name for p in (results / 'figures').iterdir()} >= {
+        'full_protocol_splits.png', 'full_protocol_depth.png'}
