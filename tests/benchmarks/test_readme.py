@@ -1,8 +1,9 @@
-"""The README's full-protocol numbers against the committed result files:
-the summary table is what ``python -m benchmarks.run
---full-protocol-table`` prints, and each row of the split-by-split table
-has its run's test ROC AUC, best step, time per step and reduced-protocol
-value."""
+"""The README's heterophilous numbers against the committed result files:
+each cell of the reduced-protocol table is its run's mean ± std and time
+per step, the full-protocol summary table is what ``python -m
+benchmarks.run --full-protocol-table`` prints, and each row of the
+split-by-split table has its run's test ROC AUC, best step, time per step
+and reduced-protocol value."""
 import importlib
 import json
 import re
@@ -16,7 +17,7 @@ RESULTS = ROOT / 'benchmarks' / 'results'
 # | `edge_gat`, 0, **3 layers** (`--layers 3 …`) | **90.93** | 424 |
 #   — (2 layers: 88.56) | 1477 |   (no "**N layers**": 2 layers)
 SPLIT_ROW = re.compile(
-    r'^\| `(\w+)`(?: \(root weight\))?, (\d+)(?:, \*\*(\d+) layers\*\*)?'
+    r'^\| `(\w+)`(?: \(root weight\))?, (\d+)(?:, \*\*(\d+) layers?\*\*)?'
     r'(?: \([^|]*\))? \| (?:\*\*)?([\d.]+)(?:\*\*)? \| (\d+) \| '
     r'(?:([\d.]+)|— \(2 layers: ([\d.]+)\)) \| (\d+) \|$', re.MULTILINE)
 
@@ -65,3 +66,29 @@ def test_split_rows_match_results(bench):
             f"{100 * reduced[conv][key[2]]:.2f}", match[0]
     assert shown == set(rows), (
         f'result files without a README row: {sorted(set(rows) - shown)}')
+
+
+def test_reduced_table_matches_results():
+    header = ('| conv | minesweeper ROC AUC | ms / step | tolokers ROC AUC '
+              '| ms / step |\n|---|---|---|---|---|\n')
+    assert README.count(header) == 1
+    table = README.split(header)[1].split('\n\n')[0].splitlines()
+    shown = set()
+    for line in table:
+        cells = [cell.strip() for cell in line.strip('|').split('|')]
+        conv = re.match(r'`(\w+)`', cells[0])[1]
+        for dataset, auc, ms in (('minesweeper', *cells[1:3]),
+                                 ('tolokers', *cells[3:5])):
+            path = RESULTS / 'heterophilous_reduced' / f'{dataset}_{conv}.json'
+            if auc.startswith('not run'):
+                assert not path.exists(), f'{path.name} is not in the README'
+                continue
+            result = json.loads(path.read_text())
+            # bold marks the best; a mark such as § follows the time
+            assert (auc.strip('*'), ms.split()[0]) == (
+                f"{100 * result['mean']:.2f} ± {100 * result['std']:.2f}",
+                f"{1e3 * result['epoch_time_mean']:.0f}"), (conv, dataset)
+            shown.add(path.name)
+    files = {path.name for path in
+             (RESULTS / 'heterophilous_reduced').glob('*.json')}
+    assert shown == files, f'not in the README: {sorted(files - shown)}'
