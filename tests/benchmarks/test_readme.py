@@ -1,9 +1,15 @@
-"""The README's heterophilous numbers against the committed result files:
-each cell of the reduced-protocol table is its run's mean ± std and time
-per step, the full-protocol summary table is what ``python -m
-benchmarks.run --full-protocol-table`` prints, and each row of the
-split-by-split table has its run's test ROC AUC, best step, time per step
-and reduced-protocol value."""
+"""The README's accuracy tables against the committed result files, each
+row against its file and each file against its row:
+
+- the ``pyg-attn compare`` tables (Cora, CiteSeer): accuracy, time per
+  epoch, peak memory and parameters of each mechanism, from the
+  ``compare_*`` folder the text above the table names;
+- disease_lp: ROC AUC and AP of each ``--conv``;
+- the heterophilous reduced-protocol table: mean ± std and time per step;
+- the full-protocol summary table: what ``python -m benchmarks.run
+  --full-protocol-table`` prints;
+- the split-by-split table: each run's test ROC AUC, best step, time per
+  step and reduced-protocol value."""
 import importlib
 import json
 import re
@@ -20,6 +26,21 @@ SPLIT_ROW = re.compile(
     r'^\| `(\w+)`(?: \(root weight\))?, (\d+)(?:, \*\*(\d+) layers?\*\*)?'
     r'(?: \([^|]*\))? \| (?:\*\*)?([\d.]+)(?:\*\*)? \| (\d+) \| '
     r'(?:([\d.]+)|— \(2 layers: ([\d.]+)\)) \| (\d+) \|$', re.MULTILINE)
+
+
+def tables(header: str):
+    """(the README's text before each table under :obj:`header`, the
+    table's rows as lists of stripped cells)."""
+    header += '\n|' + '---|' * header.count(' | ') + '---|\n'
+    parts = README.split(header)
+    assert len(parts) > 1, f'no table {header!r} in the README'
+    for before, after in zip(parts[:-1], parts[1:]):
+        yield before, [[cell.strip() for cell in line.strip('|').split('|')]
+                       for line in after.split('\n\n')[0].splitlines()]
+
+
+def pm(result: dict, mean: str, std: str) -> str:
+    return f'{100 * result[mean]:.2f} ± {100 * result[std]:.2f}'
 
 
 @pytest.fixture
@@ -69,13 +90,10 @@ def test_split_rows_match_results(bench):
 
 
 def test_reduced_table_matches_results():
-    header = ('| conv | minesweeper ROC AUC | ms / step | tolokers ROC AUC '
-              '| ms / step |\n|---|---|---|---|---|\n')
-    assert README.count(header) == 1
-    table = README.split(header)[1].split('\n\n')[0].splitlines()
+    [(_, rows)] = tables('| conv | minesweeper ROC AUC | ms / step | '
+                         'tolokers ROC AUC | ms / step |')
     shown = set()
-    for line in table:
-        cells = [cell.strip() for cell in line.strip('|').split('|')]
+    for cells in rows:
         conv = re.match(r'`(\w+)`', cells[0])[1]
         for dataset, auc, ms in (('minesweeper', *cells[1:3]),
                                  ('tolokers', *cells[3:5])):
@@ -86,9 +104,49 @@ def test_reduced_table_matches_results():
             result = json.loads(path.read_text())
             # bold marks the best; a mark such as § follows the time
             assert (auc.strip('*'), ms.split()[0]) == (
-                f"{100 * result['mean']:.2f} ± {100 * result['std']:.2f}",
+                pm(result, 'mean', 'std'),
                 f"{1e3 * result['epoch_time_mean']:.0f}"), (conv, dataset)
             shown.add(path.name)
     files = {path.name for path in
              (RESULTS / 'heterophilous_reduced').glob('*.json')}
+    assert shown == files, f'not in the README: {sorted(files - shown)}'
+
+
+def test_compare_tables_match_results():
+    found = list(tables('| mechanism | layer | accuracy (%) | ms / epoch | '
+                        'peak MiB | parameters |'))
+    assert len(found) == 3  # Cora, Cora quick, CiteSeer
+    for before, rows in found:
+        folder = re.findall(r'benchmarks/results/(compare_\w+)/', before)[-1]
+        runs = {}
+        for path in sorted((RESULTS / folder).glob('*.json')):
+            for run in json.loads(path.read_text())['rows']:
+                assert run['mechanism'] not in runs, (folder, run)
+                runs[run['mechanism']] = run
+        shown = set()
+        for cells in rows:
+            mechanism = re.match(r'`(\w+)`', cells[0])[1]
+            run = runs[mechanism]
+            shown.add(mechanism)
+            assert [cells[1], cells[2].strip('*'), *cells[3:]] == [
+                run['layer'], pm(run, 'accuracy_mean', 'accuracy_std'),
+                f"{run['epoch_ms']:.0f}", f"{run['peak_mib']:.0f}",
+                f"{run['parameters']:,}"], (folder, mechanism)
+        assert shown == set(runs), (folder, sorted(set(runs) - shown))
+
+
+def test_link_prediction_table_matches_results():
+    [(_, rows)] = tables('| conv | ROC AUC | AP | published (Chami et al. '
+                         '2019) |')
+    shown = set()
+    for cells in rows:
+        conv = re.match(r'`(\w+)`', cells[0])[1]
+        path = RESULTS / f'link_prediction_disease_lp_{conv}.json'
+        result = json.loads(path.read_text())
+        assert [cells[1].strip('*'), cells[2]] == [
+            pm(result, 'roc_auc_mean', 'roc_auc_std'),
+            pm(result, 'ap_mean', 'ap_std')], conv
+        shown.add(path.name)
+    files = {path.name for path in
+             RESULTS.glob('link_prediction_disease_lp_*.json')}
     assert shown == files, f'not in the README: {sorted(files - shown)}'
