@@ -5,6 +5,11 @@ row against its file and each file against its row:
   epoch, peak memory and parameters of each mechanism, from the
   ``compare_*`` folder the text above the table names;
 - disease_lp: ROC AUC and AP of each ``--conv``;
+- the speed and memory tables against the PyG peers: times, peaks and
+  ratios from ``benchmarks.layers`` (``layers.json``,
+  ``layers_heterophilous.json``) and from the harness's suites
+  (``speed.json``, ``memory.json``; the rows marked † from
+  ``poincare_recompute/``);
 - the heterophilous reduced-protocol table: mean ± std and time per step;
 - the full-protocol summary table: what ``python -m benchmarks.run
   --full-protocol-table`` prints;
@@ -41,6 +46,21 @@ def tables(header: str):
 
 def pm(result: dict, mean: str, std: str) -> str:
     return f'{100 * result[mean]:.2f} ± {100 * result[std]:.2f}'
+
+
+def pairs(*names: str) -> dict:
+    """(graph, layer, peer) -> row, over the named result files."""
+    return {(row['graph'], row['layer'], row['peer']): row for name in names
+            for row in json.loads((RESULTS / name).read_text())['rows']}
+
+
+def ratios(row: dict) -> list:
+    return [f"{row['time_ratio']:.2f}", f"{row['mem_ratio']:.2f}"]
+
+
+def pair_of(cells: list) -> tuple:
+    layer, peer = re.findall(r'`(\w+)`', ' '.join(cells[:2]))
+    return layer, peer
 
 
 @pytest.fixture
@@ -150,3 +170,57 @@ def test_link_prediction_table_matches_results():
     files = {path.name for path in
              RESULTS.glob('link_prediction_disease_lp_*.json')}
     assert shown == files, f'not in the README: {sorted(files - shown)}'
+
+
+def test_speed_memory_tables_match_results():
+    mib = 2 ** 20
+    [(_, rows)] = tables('| graph | layer (vs peer) | time ours / PyG | '
+                         'time ratio | peak MiB ours / PyG | memory ratio |')
+    runs = pairs('layers.json')
+    shown = set()
+    for cells in rows:
+        key = (cells[0].split()[0], *pair_of(cells))
+        run = runs[key]
+        shown.add(key)
+        assert [x.strip('*') for x in cells[2:]] == [
+            f"{1e3 * run['time_ours_s']:.0f} / {1e3 * run['time_peer_s']:.0f}"
+            ' ms', ratios(run)[0],
+            f"{run['mem_ours_bytes'] / mib:.0f} / "
+            f"{run['mem_peer_bytes'] / mib:.0f}", ratios(run)[1]], key
+    assert shown == set(runs)
+
+    # the harness's suites: time from speed.json, memory from memory.json
+    [(_, rows)] = tables('| layer | peer | Cora time | Cora memory | '
+                         'synthetic time | synthetic memory |')
+    suites = {}
+    for folder in ('', 'poincare_recompute/'):
+        suites[folder] = pairs(f'{folder}speed.json')
+        for key, row in pairs(f'{folder}memory.json').items():
+            suites[folder][key] = dict(suites[folder][key], **row)
+    shown = set()
+    for cells in rows:
+        runs = suites['poincare_recompute/' if '†' in cells[0] else '']
+        layer, peer = pair_of(cells)
+        shown.add((layer, peer))
+        assert [x.strip('*') for x in cells[2:]] == [
+            ratio for graph in ('cora', 'synthetic')
+            for ratio in ratios(runs[graph, layer, peer])], (layer, peer)
+    assert shown == {key[1:] for key in suites['']}
+
+    [(_, rows)] = tables('| layer | peer | minesweeper time | minesweeper '
+                         'memory | tolokers time | tolokers memory | '
+                         'tolokers ms | tolokers MiB |')
+    runs = pairs('layers_heterophilous.json')
+    shown = set()
+    for cells in rows:
+        layer, peer = pair_of(cells)
+        shown.add((layer, peer))
+        mine, tolo = (runs[graph, layer, peer]
+                      for graph in ('minesweeper', 'tolokers'))
+        assert [x.strip('*') for x in cells[2:]] == [
+            *ratios(mine), *ratios(tolo),
+            f"{1e3 * tolo['time_ours_s']:.0f} / "
+            f"{1e3 * tolo['time_peer_s']:.0f}",
+            f"{tolo['mem_ours_bytes'] / mib:.0f} / "
+            f"{tolo['mem_peer_bytes'] / mib:.0f}"], (layer, peer)
+    assert shown == {key[1:] for key in runs}
