@@ -9,7 +9,9 @@ row against its file and each file against its row:
   ratios from ``benchmarks.layers`` (``layers.json``,
   ``layers_heterophilous.json``) and from the harness's suites
   (``speed.json``, ``memory.json``; the rows marked † from
-  ``poincare_recompute/``);
+  ``poincare_recompute/``), and peak memory against the edge count;
+- the HNSW tables (``examples/hnsw_attention.py`` on Cora and
+  CiteSeer-vectors): accuracy and edges of each layer on each edge set;
 - the heterophilous reduced-protocol table: mean ± std and time per step;
 - the full-protocol summary table: what ``python -m benchmarks.run
   --full-protocol-table`` prints;
@@ -224,3 +226,38 @@ def test_speed_memory_tables_match_results():
             f"{tolo['mem_ours_bytes'] / mib:.0f} / "
             f"{tolo['mem_peer_bytes'] / mib:.0f}"], (layer, peer)
     assert shown == {key[1:] for key in runs}
+
+
+def test_hnsw_tables_match_results():
+    found = list(tables('| graph | `LocalGlobalAttentionConv` | '
+                        '`RotaryAttentionConv` | edges |'))
+    assert len(found) == 2  # Cora, CiteSeer-vectors
+    for before, rows in found:
+        name = re.findall(r'benchmarks/results/(hnsw_attention_[\w-]+\.json)',
+                          before)[-1]
+        runs = {run['mechanism']: run for run in
+                json.loads((RESULTS / name).read_text())['rows']}
+        # a row per edge set, in the example's order: own, hnsw, keep
+        variants = list(dict.fromkeys(m.split('/')[1] for m in runs))
+        assert len(rows) == len(variants), name
+        for variant, cells in zip(variants, rows):
+            local, rotary = (runs[f'{layer}/{variant}']
+                             for layer in ('local_global', 'rotary'))
+            assert [cells[1].strip('*'), cells[2].split(' (')[0].strip('*')] \
+                == [pm(run, 'accuracy_mean', 'accuracy_std')
+                    for run in (local, rotary)], (name, variant)
+            # the edges: the local layer's first, the rotary layer's
+            # (2 hops on a graph) among them
+            assert cells[3].startswith(f"{local['num_edges']:,}")
+            assert f"{rotary['num_edges']:,}" in cells[3], (name, variant)
+
+
+def test_memory_against_edges_matches_results():
+    [(_, rows)] = tables('| edges | `FlashAttentionConv` MiB | '
+                         '`DotProductAttentionConv` MiB | `TransformerConv` '
+                         'MiB |')
+    runs = json.loads((RESULTS / 'layers_memory_vs_edges.json').read_text())
+    assert rows == [[f"{run['num_edges']:,}"] + [
+        f'{run[layer] / 2 ** 20:.0f}' for layer in (
+            'FlashAttentionConv', 'DotProductAttentionConv',
+            'TransformerConv')] for run in runs]
