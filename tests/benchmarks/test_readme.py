@@ -10,6 +10,8 @@ row against its file and each file against its row:
   ``layers_heterophilous.json``) and from the harness's suites
   (``speed.json``, ``memory.json``; the rows marked † from
   ``poincare_recompute/``), and peak memory against the edge count;
+- the scaling table: time and memory of each layer at each N, and the
+  fitted slopes (``scaling.json``);
 - the HNSW tables (``examples/hnsw_attention.py`` on Cora and
   CiteSeer-vectors): accuracy and edges of each layer on each edge set;
 - the heterophilous reduced-protocol table: mean ± std and time per step;
@@ -261,3 +263,33 @@ def test_memory_against_edges_matches_results():
         f'{run[layer] / 2 ** 20:.0f}' for layer in (
             'FlashAttentionConv', 'DotProductAttentionConv',
             'TransformerConv')] for run in runs]
+
+
+def test_scaling_table_matches_results():
+    [(_, rows)] = tables('| layer | 10³ nodes | 10⁴ | 10⁵ | 10⁶ | time slope '
+                         '(last 3) | memory slope (last 3) |')
+    result = json.loads((RESULTS / 'scaling.json').read_text())
+
+    def time(seconds: float) -> str:  # 9.0 ms, 75 ms, 912 ms, 1.05 s, 11.4 s
+        if seconds >= 1:
+            return f'{seconds:.3g} s'
+        return f'{1e3 * seconds:.{1 if seconds < 0.01 else 0}f} ms'
+
+    shown = set()
+    for cells in rows:
+        layer = cells[0].split()[0]  # exact, flash, linear, dense
+        shown.add(layer)
+        points = {run['num_nodes']: run for run in result['rows']
+                  if run['layer'] == layer and run['sweep'] == 'nodes'}
+        [slope] = [s for s in result['slopes']
+                   if s['layer'] == layer and s['sweep'] == 'nodes']
+        # the slope over the last 3 points where there are more
+        last3 = slope['points'] > 3
+        assert cells[1:] == [
+            f"{time(points[n]['time_s'])}, "
+            f"{points[n]['mem_bytes'] / 2 ** 20:.0f} MiB" if n in points
+            else '—' for n in (10 ** 3, 10 ** 4, 10 ** 5, 10 ** 6)] + [
+            f'{slope[key]:.2f}' + (f' ({slope[key + "_last3"]:.2f})'
+                                   if last3 else '')
+            for key in ('time_slope', 'mem_slope')], layer
+    assert shown == {run['layer'] for run in result['rows']}
