@@ -63,6 +63,7 @@ import platform
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -375,7 +376,6 @@ def full_protocol_summary(results_dir=RESULTS, full=FULL_PROTOCOL) -> list:
     ``benchmarks.merge_splits`` computes them), the mean validation ROC
     AUC, the median time per step and the published mean of the nearest
     model."""
-    import statistics
     groups = {}
     for row in full_protocol_splits(results_dir, full):
         key = row['dataset'], row['conv'], row['layers']
