@@ -1,5 +1,5 @@
-"""The README's accuracy tables against the committed result files, each
-row against its file and each file against its row:
+"""The README's tables of measured numbers against the committed result
+files, each row against its file and each file against its row:
 
 - the ``pyg-attn compare`` tables (Cora, CiteSeer): accuracy, time per
   epoch, peak memory and parameters of each mechanism, from the
@@ -29,6 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / 'README.md').read_text()
 RESULTS = ROOT / 'benchmarks' / 'results'
+MIB = 2 ** 20
 # | `edge_gat`, 0, **3 layers** (`--layers 3 …`) | **90.93** | 424 |
 #   — (2 layers: 88.56) | 1477 |   (no "**N layers**": 2 layers)
 SPLIT_ROW = re.compile(
@@ -176,8 +177,7 @@ def test_link_prediction_table_matches_results():
     assert shown == files, f'not in the README: {sorted(files - shown)}'
 
 
-def test_speed_memory_tables_match_results():
-    mib = 2 ** 20
+def test_layers_table_matches_results():
     [(_, rows)] = tables('| graph | layer (vs peer) | time ours / PyG | '
                          'time ratio | peak MiB ours / PyG | memory ratio |')
     runs = pairs('layers.json')
@@ -189,11 +189,14 @@ def test_speed_memory_tables_match_results():
         assert [x.strip('*') for x in cells[2:]] == [
             f"{1e3 * run['time_ours_s']:.0f} / {1e3 * run['time_peer_s']:.0f}"
             ' ms', ratios(run)[0],
-            f"{run['mem_ours_bytes'] / mib:.0f} / "
-            f"{run['mem_peer_bytes'] / mib:.0f}", ratios(run)[1]], key
+            f"{run['mem_ours_bytes'] / MIB:.0f} / "
+            f"{run['mem_peer_bytes'] / MIB:.0f}", ratios(run)[1]], key
     assert shown == set(runs)
 
-    # the harness's suites: time from speed.json, memory from memory.json
+
+def test_suite_ratios_table_matches_results():
+    """Time ratios from the harness's speed.json, memory ratios from its
+    memory.json."""
     [(_, rows)] = tables('| layer | peer | Cora time | Cora memory | '
                          'synthetic time | synthetic memory |')
     suites = {}
@@ -211,6 +214,8 @@ def test_speed_memory_tables_match_results():
             for ratio in ratios(runs[graph, layer, peer])], (layer, peer)
     assert shown == {key[1:] for key in suites['']}
 
+
+def test_heterophilous_layers_table_matches_results():
     [(_, rows)] = tables('| layer | peer | minesweeper time | minesweeper '
                          'memory | tolokers time | tolokers memory | '
                          'tolokers ms | tolokers MiB |')
@@ -225,8 +230,8 @@ def test_speed_memory_tables_match_results():
             *ratios(mine), *ratios(tolo),
             f"{1e3 * tolo['time_ours_s']:.0f} / "
             f"{1e3 * tolo['time_peer_s']:.0f}",
-            f"{tolo['mem_ours_bytes'] / mib:.0f} / "
-            f"{tolo['mem_peer_bytes'] / mib:.0f}"], (layer, peer)
+            f"{tolo['mem_ours_bytes'] / MIB:.0f} / "
+            f"{tolo['mem_peer_bytes'] / MIB:.0f}"], (layer, peer)
     assert shown == {key[1:] for key in runs}
 
 
@@ -250,7 +255,8 @@ def test_hnsw_tables_match_results():
                     for run in (local, rotary)], (name, variant)
             # the edges: the local layer's first, the rotary layer's
             # (2 hops on a graph) among them
-            assert cells[3].startswith(f"{local['num_edges']:,}")
+            assert cells[3].startswith(f"{local['num_edges']:,}"), (
+                name, variant)
             assert f"{rotary['num_edges']:,}" in cells[3], (name, variant)
 
 
@@ -260,7 +266,7 @@ def test_memory_against_edges_matches_results():
                          'MiB |')
     runs = json.loads((RESULTS / 'layers_memory_vs_edges.json').read_text())
     assert rows == [[f"{run['num_edges']:,}"] + [
-        f'{run[layer] / 2 ** 20:.0f}' for layer in (
+        f'{run[layer] / MIB:.0f}' for layer in (
             'FlashAttentionConv', 'DotProductAttentionConv',
             'TransformerConv')] for run in runs]
 
@@ -287,7 +293,7 @@ def test_scaling_table_matches_results():
         last3 = slope['points'] > 3
         assert cells[1:] == [
             f"{time(points[n]['time_s'])}, "
-            f"{points[n]['mem_bytes'] / 2 ** 20:.0f} MiB" if n in points
+            f"{points[n]['mem_bytes'] / MIB:.0f} MiB" if n in points
             else '—' for n in (10 ** 3, 10 ** 4, 10 ** 5, 10 ** 6)] + [
             f'{slope[key]:.2f}' + (f' ({slope[key + "_last3"]:.2f})'
                                    if last3 else '')
