@@ -63,6 +63,11 @@ def ratios(row: dict) -> list:
     return [f"{row['time_ratio']:.2f}", f"{row['mem_ratio']:.2f}"]
 
 
+def named(cell: str) -> str:
+    """The first `code` name in a cell: a conv or mechanism."""
+    return re.match(r'`(\w+)`', cell)[1]
+
+
 def pair_of(cells: list) -> tuple:
     layer, peer = re.findall(r'`(\w+)`', ' '.join(cells[:2]))
     return layer, peer
@@ -119,7 +124,7 @@ def test_reduced_table_matches_results():
                          'tolokers ROC AUC | ms / step |')
     shown = set()
     for cells in rows:
-        conv = re.match(r'`(\w+)`', cells[0])[1]
+        conv = named(cells[0])
         for dataset, auc, ms in (('minesweeper', *cells[1:3]),
                                  ('tolokers', *cells[3:5])):
             path = RESULTS / 'heterophilous_reduced' / f'{dataset}_{conv}.json'
@@ -150,7 +155,7 @@ def test_compare_tables_match_results():
                 runs[run['mechanism']] = run
         shown = set()
         for cells in rows:
-            mechanism = re.match(r'`(\w+)`', cells[0])[1]
+            mechanism = named(cells[0])
             run = runs[mechanism]
             shown.add(mechanism)
             assert [cells[1], cells[2].strip('*'), *cells[3:]] == [
@@ -165,7 +170,7 @@ def test_link_prediction_table_matches_results():
                          '2019) |')
     shown = set()
     for cells in rows:
-        conv = re.match(r'`(\w+)`', cells[0])[1]
+        conv = named(cells[0])
         path = RESULTS / f'link_prediction_disease_lp_{conv}.json'
         result = json.loads(path.read_text())
         assert [cells[1].strip('*'), cells[2]] == [
